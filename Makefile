@@ -1,0 +1,45 @@
+# One entry point for people and CI. `make run` starts a demo, `make test` runs every test.
+CARGO      ?= cargo
+WASM       := wasm32-wasip2
+GUEST_OUT  := target/$(WASM)/guest
+ARTIFACTS  := tests/artifacts
+
+.PHONY: build guest test-guests host run test bench fmt lint clean
+
+build: guest test-guests host
+
+## The connector guest component -> plugins/microsoft365.wasm
+guest:
+	$(CARGO) build -p microsoft365 --target $(WASM) --profile guest
+	cp $(GUEST_OUT)/microsoft365.wasm plugins/microsoft365.wasm
+
+## The host's test guest, in two versions (for hot-swap tests) -> tests/artifacts/
+test-guests:
+	mkdir -p $(ARTIFACTS)
+	$(CARGO) build -p test-guest --target $(WASM) --profile guest
+	cp $(GUEST_OUT)/test_guest.wasm $(ARTIFACTS)/test-guest-v1.wasm
+	$(CARGO) build -p test-guest --target $(WASM) --profile guest --features v2
+	cp $(GUEST_OUT)/test_guest.wasm $(ARTIFACTS)/test-guest-v2.wasm
+
+host:
+	$(CARGO) build -p apphost
+
+run: guest host
+	$(CARGO) run -p apphost -- --config apphost.example.toml
+
+test: guest test-guests
+	$(CARGO) test --workspace
+
+bench: guest
+	$(CARGO) run --release -p apphost --example bench
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean
+	rm -rf $(ARTIFACTS) plugins/*.wasm
