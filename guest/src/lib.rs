@@ -1,1 +1,36 @@
-//! placeholder
+//! Connector for Microsoft 365: the guest component that holds all connector logic.
+//!
+//! The crate is a sans-IO core (quinn-proto / h2 style): [`Connector::handle`] takes one
+//! [`Event`] and acts only through an [`Env`], the host as a trait. The wasm build adds a thin
+//! wit-bindgen glue module that implements `Env` with the WIT imports; native builds get
+//! [`testenv::TestEnv`], an in-memory host that records effects, for tests and benchmarks.
+//!
+//! Modules say what they do: [`pbx`] (AppWebsocket protocol with the innovaphone PBX),
+//! [`http`] (routing of inbound
+//! requests), [`store`] (KV layout), [`settings`] (the `config` interface).
+#![deny(missing_docs)]
+
+pub mod connector;
+pub mod env;
+pub mod event;
+pub mod http;
+pub mod pbx;
+pub mod settings;
+pub mod store;
+#[cfg(not(target_family = "wasm"))]
+pub mod testenv;
+
+#[cfg(target_family = "wasm")]
+mod wasm;
+
+pub use connector::Connector;
+pub use env::Env;
+pub use event::Event;
+
+/// The WIT contract version this guest is built against (`package connector:host@0.1.0`).
+pub const API_VERSION: &str = "0.1.0";
+
+/// The guest's name and version, e.g. `microsoft365 0.1.0`.
+pub fn version() -> String {
+    format!("microsoft365 {}", env!("CARGO_PKG_VERSION"))
+}

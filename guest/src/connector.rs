@@ -1,0 +1,270 @@
+//! The connector's heart: `Connector::handle(env, event)` dispatches one event to the module
+//! that owns it. It keeps no I/O of its own; everything goes through [`Env`].
+
+use crate::env::{Env, Level, target};
+use crate::event::{Event, InitInfo, WsDirection};
+use crate::http::{self, StatusInput};
+use crate::pbx::{Pbx, PbxEvent};
+use crate::settings::Settings;
+use crate::store;
+
+/// The whole guest state of one instance.
+#[derive(Debug, Default)]
+pub struct Connector {
+    started_ms: u64,
+    initialised: bool,
+    /// The PBX connections (AppWebsocket).
+    pub pbx: Pbx,
+    /// Events from the PBX side of the last handled event (features will consume them).
+    pub pbx_events: Vec<PbxEvent>,
+}
+
+impl Connector {
+    /// A connector that has not seen `init` yet.
+    pub fn new() -> Self {
+        Connector::default()
+    }
+
+    /// Handles one event. Never fails: bad input is logged and ignored, because an error
+    /// would discard the whole batch of events the host delivered with it.
+    pub fn handle(&mut self, env: &mut impl Env, event: Event) {
+        let kind = event.kind();
+        if !self.initialised && !matches!(event, Event::Init(_)) {
+            // A host must send init first; recover rather than lose the event.
+            env.log(
+                Level::Warn,
+                target::APP,
+                &format!("{kind} before init; initialising now"),
+            );
+            self.init(env, &InitInfo::default_start());
+        }
+        store::count_event(env, kind);
+        env.counter_add("guest_events_total", &[("kind", kind)], 1);
+        self.pbx_events.clear();
+        match event {
+            Event::Init(info) => self.init(env, &info),
+            Event::HttpRequest(id, req) => {
+                let status = StatusInput {
+                    version: &crate::version(),
+                    started_ms: self.started_ms,
+                    pbx: &self.pbx,
+                };
+                let resp = http::route(env, &req, &status);
+                env.respond(id, resp);
+            }
+            Event::HttpResponse(id, _) => {
+                // No feature starts requests yet; a completion is stale (e.g. from a previous
+                // guest version) and has nobody waiting for it.
+                env.log(
+                    Level::Debug,
+                    target::APP,
+                    &format!("completion of request {id} ignored: nobody waits for it"),
+                );
+            }
+            Event::WsOpen(open) => match open.direction {
+                WsDirection::Inbound => self.pbx.open(env, &open),
+                WsDirection::Outbound => {
+                    // The guest dials nothing yet: a stray outbound socket is not ours to keep.
+                    env.log(
+                        Level::Debug,
+                        target::APP,
+                        &format!("outbound WebSocket {} not used; closing", open.id),
+                    );
+                    env.ws_close(open.id, 1000, "not used");
+                }
+            },
+            Event::WsMessage(ws, frame) => {
+                let events = self.pbx.message(env, ws, &frame);
+                self.pbx_events = events;
+            }
+            Event::WsClosed(closed) => {
+                let events = self.pbx.closed(env, closed.id);
+                self.pbx_events = events;
+            }
+            Event::Timer(id, tag) => env.log(
+                Level::Debug,
+                target::APP,
+                &format!("timer {id} `{tag}` ignored: no feature uses timers yet"),
+            ),
+        }
+        env.gauge_set(
+            "pbx_connections",
+            &[],
+            self.pbx.connections().filter(|c| c.is_pbx()).count() as f64,
+        );
+    }
+
+    fn init(&mut self, env: &mut impl Env, info: &InitInfo) {
+        self.started_ms = env.now_ms();
+        self.initialised = true;
+        let from = store::migrate(env);
+        let settings = Settings::read(env);
+        env.log(
+            Level::Info,
+            target::APP,
+            &format!(
+                "{} initialised ({:?}{}), schema {from} -> {}, {} open connections",
+                crate::version(),
+                info.reason,
+                info.from_version
+                    .as_deref()
+                    .map(|v| format!(" from {v}"))
+                    .unwrap_or_default(),
+                store::SCHEMA_VERSION,
+                info.open_websockets.len()
+            ),
+        );
+        self.pbx = Pbx::new(settings);
+        self.pbx.restore(env, &info.open_websockets);
+    }
+}
+
+impl InitInfo {
+    /// The init a host would send on a plain start.
+    pub fn default_start() -> Self {
+        InitInfo {
+            reason: crate::event::InitReason::Start,
+            from_version: None,
+            snapshot: None,
+            open_websockets: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Header, InboundRequest, InitReason, WsFrame, WsOpen};
+    use crate::testenv::TestEnv;
+
+    fn get(path: &str) -> InboundRequest {
+        InboundRequest {
+            method: "GET".into(),
+            path: path.into(),
+            query: String::new(),
+            headers: vec![Header::new("accept", "application/json")],
+            body: vec![],
+            peer: "127.0.0.1:1".into(),
+        }
+    }
+
+    fn started() -> (Connector, TestEnv) {
+        let mut env = TestEnv::new();
+        let mut c = Connector::new();
+        c.handle(&mut env, Event::Init(InitInfo::default_start()));
+        (c, env)
+    }
+
+    #[test]
+    fn init_migrates_schema() {
+        let (_, env) = started();
+        assert_eq!(env.kv_text("meta/schema-version").as_deref(), Some("1"));
+        assert!(env.logged("schema 0 -> 1"));
+    }
+
+    #[test]
+    fn status_reports_version_uptime_and_event_counts() {
+        let (mut c, mut env) = started();
+        env.now_ms += 65_000;
+        c.handle(&mut env, Event::Timer(7, "x".into()));
+        c.handle(&mut env, Event::HttpRequest(1, get("/status")));
+        let (id, resp) = env.responses.last().unwrap();
+        assert_eq!((*id, resp.status), (1, 200));
+        let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+        assert_eq!(body["version"], crate::version());
+        assert_eq!(body["api_version"], "0.1.0");
+        assert_eq!(body["schema_version"], 1);
+        assert_eq!(body["uptime_s"], 65);
+        assert_eq!(body["events"]["init"], 1);
+        assert_eq!(body["events"]["timer"], 1);
+        // The request being answered is counted before the answer is built.
+        assert_eq!(body["events"]["http-request"], 1);
+        assert_eq!(env.kv_text("stats/events/timer").as_deref(), Some("1"));
+        assert_eq!(env.counters.get("guest_events_total{kind=timer}"), Some(&1));
+    }
+
+    #[test]
+    fn status_lists_pbx_connections() {
+        let (mut c, mut env) = started();
+        c.handle(
+            &mut env,
+            Event::WsOpen(WsOpen {
+                id: 4,
+                direction: WsDirection::Inbound,
+                path: "/".into(),
+                headers: vec![],
+                peer: "10.0.0.1:9".into(),
+            }),
+        );
+        c.handle(&mut env, Event::HttpRequest(2, get("/status/")));
+        let body: serde_json::Value =
+            serde_json::from_slice(&env.responses.last().unwrap().1.body).unwrap();
+        assert_eq!(body["pbx"][0]["id"], 4);
+        assert_eq!(body["pbx"][0]["logged_in"], false);
+        assert_eq!(body["master"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn unknown_paths_are_404_and_wrong_methods_405() {
+        let (mut c, mut env) = started();
+        c.handle(&mut env, Event::HttpRequest(1, get("/subscriptions")));
+        c.handle(&mut env, Event::HttpRequest(2, get("/")));
+        let mut post = get("/status");
+        post.method = "POST".into();
+        c.handle(&mut env, Event::HttpRequest(3, post));
+        let statuses: Vec<u16> = env.responses.iter().map(|(_, r)| r.status).collect();
+        assert_eq!(statuses, vec![404, 404, 405]);
+    }
+
+    #[test]
+    fn events_before_init_initialise_first() {
+        let mut env = TestEnv::new();
+        let mut c = Connector::new();
+        c.handle(&mut env, Event::WsMessage(1, WsFrame::Text("x".into())));
+        assert_eq!(env.kv_text("meta/schema-version").as_deref(), Some("1"));
+        assert!(env.sent.is_empty());
+    }
+
+    #[test]
+    fn restart_keeps_counts_and_drops_state_of_closed_sockets() {
+        let (mut c, mut env) = started();
+        c.handle(
+            &mut env,
+            Event::WsOpen(WsOpen {
+                id: 4,
+                direction: WsDirection::Inbound,
+                path: "/".into(),
+                headers: vec![],
+                peer: "p".into(),
+            }),
+        );
+        assert!(env.kv.contains_key("pbx/conn/4"));
+        let mut again = Connector::new();
+        again.handle(
+            &mut env,
+            Event::Init(InitInfo {
+                reason: InitReason::Start,
+                ..InitInfo::default_start()
+            }),
+        );
+        assert!(!env.kv.contains_key("pbx/conn/4"));
+        assert_eq!(env.kv_text("stats/events/init").as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn stray_outbound_socket_is_closed() {
+        let (mut c, mut env) = started();
+        c.handle(
+            &mut env,
+            Event::WsOpen(WsOpen {
+                id: 8,
+                direction: WsDirection::Outbound,
+                path: "wss://x".into(),
+                headers: vec![],
+                peer: "p".into(),
+            }),
+        );
+        assert_eq!(env.closed, vec![(8, 1000, "not used".to_string())]);
+        assert!(c.pbx.connection(8).is_none());
+    }
+}

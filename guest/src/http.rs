@@ -1,0 +1,75 @@
+//! Routing of inbound HTTP requests (paths are below the instance prefix `/<domain>/<instance>`).
+//!
+//! For now: `GET /status` (JSON: versions, uptime, event counts, PBX connections); everything
+//! else is 404, as the notification URL must be for a browser GET (product.md F5).
+
+use serde_json::{Value, json};
+
+use crate::env::Env;
+use crate::event::{HttpResponse, InboundRequest};
+use crate::pbx::{Pbx, users};
+use crate::store;
+
+/// What the status page needs from the connector.
+pub struct StatusInput<'a> {
+    /// `guest.version()`.
+    pub version: &'a str,
+    /// When this guest instance was initialised (ms since the epoch).
+    pub started_ms: u64,
+    /// The PBX connections.
+    pub pbx: &'a Pbx,
+}
+
+/// Answers one request.
+pub fn route(env: &mut impl Env, req: &InboundRequest, status: &StatusInput) -> HttpResponse {
+    // Trailing slashes and a query string do not change the resource.
+    let path = req.path.trim_end_matches('/');
+    match (req.method.as_str(), path) {
+        ("GET" | "HEAD", "/status") => {
+            let mut resp = HttpResponse::json(200, &status_json(env, status));
+            if req.method == "HEAD" {
+                resp.body.clear();
+            }
+            resp
+        }
+        (_, "/status") => {
+            let mut resp = HttpResponse::text(405, "method not allowed\n");
+            resp.headers
+                .push(crate::event::Header::new("allow", "GET, HEAD"));
+            resp
+        }
+        _ => HttpResponse::text(404, "not found\n"),
+    }
+}
+
+fn status_json(env: &mut impl Env, s: &StatusInput) -> Value {
+    let uptime_ms = env.now_ms().saturating_sub(s.started_ms);
+    let events = store::event_counts(env);
+    let mut connections = Vec::new();
+    for c in s.pbx.connections() {
+        let users = match &c.pbx {
+            Some(p) => users::count(env, p),
+            None => 0,
+        };
+        connections.push(json!({
+            "id": c.ws,
+            "peer": c.peer,
+            "logged_in": c.login.is_some(),
+            "app": c.login.as_ref().map(|l| l.app.as_str()),
+            "pbx": c.pbx,
+            "apis": c.apis,
+            "replication": format!("{:?}", c.users).to_lowercase(),
+            "users": users,
+        }));
+    }
+    json!({
+        "name": "microsoft365",
+        "version": s.version,
+        "api_version": crate::API_VERSION,
+        "schema_version": store::get_u64(env, store::SCHEMA_KEY),
+        "uptime_s": uptime_ms / 1000,
+        "events": events,
+        "master": s.pbx.master().and_then(|c| c.pbx.clone()),
+        "pbx": connections,
+    })
+}
