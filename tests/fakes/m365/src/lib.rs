@@ -1,1 +1,81 @@
-//! placeholder
+//! Faithful fake of Microsoft 365 for tests: the Entra ID v2.0 token endpoint and Microsoft Graph
+//! v1.0 (users, presence, subscriptions and change notifications, calendar, contacts, `$batch`,
+//! throttling, national clouds), built from `shared/spec/graph.md`.
+//!
+//! # Shape
+//! The core ([`Fake`]) is sans-IO: state + an injected [`Clock`] + seeded randomness. Requests go
+//! in through [`Fake::handle`]; side effects (validation handshakes, notification POSTs) come out
+//! of [`Fake::take_effects`] as [`Outbound`] values, their results go back through
+//! [`Fake::outbound_result`], and delayed answers (POST /subscriptions waits for its handshake)
+//! come out of [`Fake::take_completed`]. [`Fake::tick`] advances time-driven state and
+//! [`Fake::next_deadline`] tells a virtual-time host when to call it next. The core never reads
+//! the wall clock, opens a socket or spawns a task.
+//!
+//! The [`server`] module (used by the `fake-m365` binary and by socket tests in-process) serves
+//! the core over HTTPS (rustls + hyper 1) with a generated test CA, performs the outbound POSTs
+//! with a real client, and serves the control API ([`Fake::control`]) on a second loopback port.
+//!
+//! # Switches and their defaults (where the spec is unsure)
+//! All in [`Config`]; change them in-process or with `PATCH /control/config`.
+//! - getPresencesByUserId with unknown/non-Teams ids: `PresenceUnknown` entries
+//!   ([`UnknownPresenceIds`]); GET presence of a non-Teams user: `PresenceUnknown`.
+//! - Device-code `slow_down` when polled before `interval`: on (RFC 8628; not in Entra docs).
+//! - `application/x-www-form-urlencoded; charset=utf-8` accepted (the old ADAL AADSTS90013 quirk is
+//!   `reject_form_charset`).
+//! - Subscription max lifetimes: presence 60 min, events/contacts 10,080 min (rich 1,440), users
+//!   41,760 min; anything under 45 min is silently raised to 45.
+//! - A PATCH of an expired (deleted) subscription: 404 `ResourceNotFound` (UNVERIFIED in docs).
+//! - Delivery: first attempt counts only if 2xx within the 3 s ack window (a later 2xx is a retry,
+//!   which makes realistic duplicates); retries after 1 min doubling, up to 4 h
+//!   (`retry_base_ms`, `retry_horizon_ms`); slow/drop evaluated over 10 min with at least
+//!   `health_min_samples` (10) samples.
+//! - `reauthorizationRequired` is sent 15 min before expiry to subscriptions with a lifecycle URL,
+//!   and pauses delivery until PATCH or `/reauthorize`.
+//! - Validation tokens: v2 (`azp`, `login.microsoftonline.com/{tid}/v2.0`); `validation_token_v1`
+//!   switches to v1. The signing key rotates daily and the previous key stays in the JWKS.
+//! - Users `$top` cap 999 (1000 rejected, UNVERIFIED); Outlook default page size 10 (UNVERIFIED).
+//! - Delegated 403s on directory endpoints use `Authorization_RequestDenied`, others `Forbidden`.
+//! - ROPC on `/common` or `/consumers`: `invalid_request` with AADSTS90023 (code chosen by the
+//!   fake; the docs give only the error).
+//! - Presence fade: an app session set to Available and not refreshed becomes
+//!   Available/AvailableInactive after 5 min and Away/Away after 10 min.
+//!
+//! # Control API (`/control/...`, JSON)
+//! `GET tenant`, `POST users` ([`UserSpec`]), `POST populate {count, seed}`, `GET users`,
+//! `PATCH|DELETE users/{id}`, `POST apps` ([`AppReg`]), `POST token {clientId, user?, scopes}`,
+//! `POST aadsts {user|clientId, code|null}`, `POST revoke {user}`,
+//! `POST device/approve {userCode, user}`, `POST device/decline {userCode}`,
+//! `POST presence/teams {user, session?, availability, activity}`, `POST presence/signout`,
+//! `POST presence/oof {user, on}`, `GET presence/{user}`, `POST events {user, event}`,
+//! `POST events/exception {user, eventId, date, cancel|patch}`, `POST contacts {user, contact}`,
+//! `POST faults` ([`Fault`]), `DELETE faults`, `POST clock {skewMs|advanceMs}`,
+//! `GET|PATCH config`, `GET|DELETE requests`, `GET subscriptions`,
+//! `POST subscriptions/{id}/outage {on}`, `POST subscriptions/{id}/lifecycle {event}`,
+//! `GET deliveries`, `POST jwks/rotate`, `POST delta/invalidate`.
+
+#![deny(missing_docs)]
+
+pub mod batch;
+pub mod calendar;
+pub mod clock;
+pub mod config;
+pub mod contacts;
+pub mod control;
+pub mod core;
+pub mod crypto;
+pub mod delivery;
+pub mod http;
+pub mod odata;
+pub mod presence;
+pub mod server;
+pub mod subscriptions;
+pub mod tenant;
+pub mod throttle;
+pub mod token;
+pub mod users;
+
+pub use crate::clock::{Clock, ManualClock};
+pub use crate::config::{Cloud, Config, UnknownPresenceIds, ValidationTokenMode};
+pub use crate::core::{Fake, Fault, FaultKind, Handled, Outbound, OutboundResult, Purpose};
+pub use crate::http::{Request, Response};
+pub use crate::tenant::{AppReg, User, UserSpec};
