@@ -6,13 +6,14 @@
 //! [`testenv::TestEnv`], an in-memory host that records effects, for tests and benchmarks.
 //!
 //! Modules say what they do: [`pbx`] (AppWebsocket protocol with the innovaphone PBX),
-//! [`http`] (routing of inbound
+//! [`graph`] (Microsoft identity platform and Graph client), [`http`] (routing of inbound
 //! requests), [`store`] (KV layout), [`settings`] (the `config` interface).
 #![deny(missing_docs)]
 
 pub mod connector;
 pub mod env;
 pub mod event;
+pub mod graph;
 pub mod http;
 pub mod pbx;
 pub mod settings;
