@@ -18,6 +18,14 @@ use connector::host::{
 };
 use exports::connector::host::guest::Guest;
 
+// wasi-libc (linked by std on wasm32-wasip2) implements this with
+// `wasi:random/random.get-random-bytes`, the host's cryptographic source. std's own `RandomState`
+// only uses `wasi:random/insecure-seed`, which is not meant to be unpredictable: challenges need
+// the real thing, and this needs no extra crate.
+unsafe extern "C" {
+    fn getentropy(buf: *mut u8, len: usize) -> i32;
+}
+
 thread_local! {
     // One instance per Store, driven by one task: a single-threaded cell is all it needs.
     static CONNECTOR: RefCell<Connector> = RefCell::new(Connector::new());
@@ -183,9 +191,12 @@ impl Env for WitEnv {
     }
 
     fn random_u64(&mut self) -> u64 {
-        // std seeds every RandomState from the host's random source (wasi:random on
-        // wasm32-wasip2) and SipHash keyed with it is a PRF, so each fresh state hashes to 64
-        // unpredictable bits without pulling in another crate.
+        let mut buf = [0u8; 8];
+        // SAFETY: `buf` is valid for writes of its length, which is below getentropy's limit.
+        if unsafe { getentropy(buf.as_mut_ptr(), buf.len()) } == 0 {
+            return u64::from_le_bytes(buf);
+        }
+        // Not expected on wasm32-wasip2; std's hasher keys still come from the host.
         RandomState::new().hash_one(0u8)
     }
 

@@ -5,3 +5,4 @@
 pub mod aadsts;
 pub mod form;
 pub mod token;
+pub mod tokens;
