@@ -90,7 +90,8 @@ impl DeliveryState {
         self.queue.iter().map(|q| q.due).chain(self.retries.iter().map(|b| b.due)).min()
     }
     pub(crate) fn drop_subscription(&mut self, sub_id: &str) {
-        self.queue.retain(|q| q.item["subscriptionId"].as_str() != Some(sub_id));
+        // Lifecycle events about the removal itself must still go out.
+        self.queue.retain(|q| q.purpose != Purpose::Notification || q.item["subscriptionId"].as_str() != Some(sub_id));
     }
 }
 

@@ -256,12 +256,13 @@ pub fn generate_users(count: usize, seed: u64, domain: &str) -> Vec<User> {
         let g = GIVEN[rng.gen_range(0..GIVEN.len())];
         let s = SUR[rng.gen_range(0..SUR.len())];
         let display = format!("{g} {s}");
-        let n = seen.entry(display.clone()).or_insert(0);
-        *n += 1;
         let mut alias = ascii_alias(&format!("{g}.{s}"));
         if alias.is_empty() || alias == "." {
             alias = "user".into();
         }
+        // Non-ASCII names collapse to the same alias: count per alias.
+        let n = seen.entry(alias.clone()).or_insert(0);
+        *n += 1;
         // UPNs must be unique even when display names repeat.
         let upn = format!("{alias}{}@{domain}", if *n > 1 { format!("{n}") } else { String::new() });
         let roll: u32 = rng.gen_range(0..100);

@@ -100,7 +100,10 @@ impl Fake {
     /// Populate `count` realistic users deterministically from `seed` (fast: 10,000 in well under
     /// a second).
     pub fn populate(&mut self, count: usize, seed: u64) -> usize {
-        for u in generate_users(count, seed, &self.domain.clone()) {
+        for mut u in generate_users(count, seed, &self.domain.clone()) {
+            if self.users.find(&u.user_principal_name).is_some() {
+                u.user_principal_name = u.user_principal_name.replacen('@', &format!(".{}@", &u.id[..8]), 1);
+            }
             self.users.insert(u);
         }
         self.users.len()
@@ -150,7 +153,9 @@ impl Fake {
 
     /// Make every existing delta token answer 410 Gone (full resync required).
     pub fn invalidate_delta_tokens(&mut self) {
-        self.users.gone_before = self.users.seq + 1;
+        // Tokens issued from now on carry a sequence >= gone_before.
+        self.users.seq += 1;
+        self.users.gone_before = self.users.seq;
     }
 
     fn check_user_read(&self, caller: &Caller) -> Result<(), GraphErr> {
