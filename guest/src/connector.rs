@@ -3,9 +3,10 @@
 
 use crate::env::{Env, Level, target};
 use crate::event::{Event, InitInfo, WsDirection};
+use crate::graph::tokens::{TokenEvent, Tokens};
 use crate::http::{self, StatusInput};
 use crate::pbx::{Pbx, PbxEvent};
-use crate::settings::Settings;
+use crate::settings::{PresenceSettings, Settings};
 use crate::store;
 
 /// The whole guest state of one instance.
@@ -17,6 +18,12 @@ pub struct Connector {
     pub pbx: Pbx,
     /// Events from the PBX side of the last handled event (features will consume them).
     pub pbx_events: Vec<PbxEvent>,
+    /// Access tokens of the configured accounts.
+    pub tokens: Tokens,
+    /// Names of the Teams accounts (F1) whose tokens are kept.
+    pub accounts: Vec<String>,
+    /// Token events of the last handled event (features will consume them).
+    pub token_events: Vec<TokenEvent>,
 }
 
 impl Connector {
@@ -41,6 +48,7 @@ impl Connector {
         store::count_event(env, kind);
         env.counter_add("guest_events_total", &[("kind", kind)], 1);
         self.pbx_events.clear();
+        self.token_events.clear();
         match event {
             Event::Init(info) => self.init(env, &info),
             Event::HttpRequest(id, req) => {
@@ -48,19 +56,21 @@ impl Connector {
                     version: &crate::version(),
                     started_ms: self.started_ms,
                     pbx: &self.pbx,
+                    tokens: &self.tokens,
+                    accounts: &self.accounts,
                 };
                 let resp = http::route(env, &req, &status);
                 env.respond(id, resp);
             }
-            Event::HttpResponse(id, _) => {
-                // No feature starts requests yet; a completion is stale (e.g. from a previous
-                // guest version) and has nobody waiting for it.
-                env.log(
+            Event::HttpResponse(id, result) => match self.tokens.on_response(env, id, &result) {
+                Some(events) => self.token_events = events,
+                // A completion nobody waits for (e.g. started by a previous guest version).
+                None => env.log(
                     Level::Debug,
                     target::APP,
                     &format!("completion of request {id} ignored: nobody waits for it"),
-                );
-            }
+                ),
+            },
             Event::WsOpen(open) => match open.direction {
                 WsDirection::Inbound => self.pbx.open(env, &open),
                 WsDirection::Outbound => {
@@ -81,11 +91,14 @@ impl Connector {
                 let events = self.pbx.closed(env, closed.id);
                 self.pbx_events = events;
             }
-            Event::Timer(id, tag) => env.log(
-                Level::Debug,
-                target::APP,
-                &format!("timer {id} `{tag}` ignored: no feature uses timers yet"),
-            ),
+            Event::Timer(id, tag) => match self.tokens.on_timer(env, id, &tag) {
+                Some(events) => self.token_events = events,
+                None => env.log(
+                    Level::Debug,
+                    target::APP,
+                    &format!("timer {id} `{tag}` ignored: nobody waits for it"),
+                ),
+            },
         }
         env.gauge_set(
             "pbx_connections",
@@ -116,6 +129,24 @@ impl Connector {
         );
         self.pbx = Pbx::new(settings);
         self.pbx.restore(env, &info.open_websockets);
+        // Timers and requests of a previous instance are not ours to track: start afresh.
+        // Stored (sealed) refresh tokens make this cheap and need no password.
+        self.tokens = Tokens::new();
+        self.accounts.clear();
+        if let Some(presence) = PresenceSettings::read(env) {
+            for account in presence.accounts {
+                self.tokens.add(
+                    env,
+                    &account.name,
+                    presence.client.clone(),
+                    account.sign_in,
+                    &presence.scope,
+                );
+                self.token_events
+                    .extend(self.tokens.start(env, &account.name));
+                self.accounts.push(account.name);
+            }
+        }
     }
 }
 
@@ -249,6 +280,54 @@ mod tests {
         );
         assert!(!env.kv.contains_key("pbx/conn/4"));
         assert_eq!(env.kv_text("stats/events/init").as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn configured_accounts_sign_in_at_init_and_show_in_status() {
+        let mut env = TestEnv::new();
+        env.set_config("presence.tenant", "contoso");
+        env.set_config("presence.client-id", "cid");
+        env.set_config(
+            "presence.accounts",
+            r#"[{"name":"teams1","username":"svc@contoso.com","password":"pw+1"}]"#,
+        );
+        let mut c = Connector::new();
+        c.handle(&mut env, Event::Init(InitInfo::default_start()));
+        assert_eq!(env.requests.len(), 1);
+        let (id, req) = env.requests[0].clone();
+        assert!(req.url.ends_with("/contoso/oauth2/v2.0/token"));
+        assert!(
+            String::from_utf8(req.body)
+                .unwrap()
+                .contains("password=pw%2B1")
+        );
+        c.handle(
+            &mut env,
+            Event::HttpResponse(
+                id,
+                Ok(crate::event::HttpResponse::json(
+                    200,
+                    &serde_json::json!({"access_token":"AT","refresh_token":"RT","expires_in":3600}),
+                )),
+            ),
+        );
+        assert_eq!(c.token_events.len(), 1);
+        assert_eq!(c.tokens.access_token("teams1", env.now_ms), Some("AT"));
+        // The refresh timer reaches the token manager through the connector.
+        let (timer, tag) = env
+            .timers
+            .iter()
+            .next()
+            .map(|(id, (_, tag))| (*id, tag.clone()))
+            .unwrap();
+        c.handle(&mut env, Event::Timer(timer, tag));
+        assert_eq!(env.requests.len(), 2);
+        c.handle(&mut env, Event::HttpRequest(5, get("/status")));
+        let body: serde_json::Value =
+            serde_json::from_slice(&env.responses.last().unwrap().1.body).unwrap();
+        assert_eq!(body["accounts"][0]["name"], "teams1");
+        assert_eq!(body["accounts"][0]["state"], "requesting");
+        assert!(!String::from_utf8_lossy(&env.responses.last().unwrap().1.body).contains("AT"));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::env::Env;
 use crate::event::{HttpResponse, InboundRequest};
+use crate::graph::tokens::{AuthState, Tokens};
 use crate::pbx::{Pbx, users};
 use crate::store;
 
@@ -18,6 +19,10 @@ pub struct StatusInput<'a> {
     pub started_ms: u64,
     /// The PBX connections.
     pub pbx: &'a Pbx,
+    /// Token states.
+    pub tokens: &'a Tokens,
+    /// Configured Teams accounts.
+    pub accounts: &'a [String],
 }
 
 /// Answers one request.
@@ -62,8 +67,25 @@ fn status_json(env: &mut impl Env, s: &StatusInput) -> Value {
             "users": users,
         }));
     }
+    // No codes, tokens or secrets here: this page is reachable without a login. A device-code
+    // user code is only logged, since whoever enters it decides whose account signs in.
+    let accounts: Vec<Value> = s
+        .accounts
+        .iter()
+        .map(|name| {
+            let (state, advice) = match s.tokens.state(name) {
+                Some(AuthState::Idle) | None => ("idle", None),
+                Some(AuthState::Requesting) => ("requesting", None),
+                Some(AuthState::AwaitingDeviceSignIn { .. }) => ("awaiting-device-sign-in", None),
+                Some(AuthState::Ready) => ("ready", None),
+                Some(AuthState::Failed(e)) => ("failed", Some(e.to_string())),
+            };
+            json!({"name": name, "state": state, "advice": advice})
+        })
+        .collect();
     json!({
         "name": "microsoft365",
+        "accounts": accounts,
         "version": s.version,
         "api_version": crate::API_VERSION,
         "schema_version": store::get_u64(env, store::SCHEMA_KEY),

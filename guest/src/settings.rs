@@ -4,6 +4,8 @@
 //! live in guest memory as briefly as possible and never end up in a snapshot or a log.
 
 use crate::env::{Env, Level, target};
+use crate::graph::token::{self, Client};
+use crate::graph::tokens::SignIn;
 
 /// The licence a user needs to be synced (innovaphone.md §6).
 pub const DEFAULT_LICENCE: &str = "App(innovaphone-microsoft365)";
@@ -60,6 +62,108 @@ impl Settings {
     }
 }
 
+/// One Teams communication user (F1) as configured in `presence.accounts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TeamsAccount {
+    /// Account name (key of its token and, later, its subscription).
+    pub name: String,
+    /// How it signs in.
+    pub sign_in: SignIn,
+}
+
+/// The Teams -> PBX presence app registration and its communication users.
+///
+/// Settings: `graph.login-url` (default the global cloud), `graph.url` (Graph resource, default
+/// `https://graph.microsoft.com`), `presence.tenant`, `presence.client-id`, and
+/// `presence.accounts`, a JSON array of `{"name", "username", "password"}` (ROPC) or
+/// `{"name", "device-code": true}` objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceSettings {
+    /// The app registration (a public client: no secret).
+    pub client: Client,
+    /// Delegated scope requested for the accounts.
+    pub scope: String,
+    /// The communication users.
+    pub accounts: Vec<TeamsAccount>,
+}
+
+impl PresenceSettings {
+    /// Reads the presence settings; `None` when the feature is not configured. Problems are
+    /// logged under the `config` target, naming the setting to fix.
+    pub fn read(env: &mut impl Env) -> Option<Self> {
+        let mut get = |name: &str| env.config_get(name).map(|v| v.trim().to_string());
+        let tenant = get("presence.tenant").filter(|v| !v.is_empty());
+        let client_id = get("presence.client-id").filter(|v| !v.is_empty());
+        let accounts = get("presence.accounts").filter(|v| !v.is_empty());
+        let login = get("graph.login-url").filter(|v| !v.is_empty());
+        let graph = get("graph.url").filter(|v| !v.is_empty());
+        let (Some(tenant), Some(client_id)) = (tenant, client_id) else {
+            if accounts.is_some() {
+                env.log(
+                    Level::Error,
+                    target::CONFIG,
+                    "presence.accounts is set but presence.tenant or presence.client-id is missing",
+                );
+            }
+            return None;
+        };
+        let accounts = match accounts.as_deref().map(parse_accounts) {
+            Some(Ok(list)) => list,
+            Some(Err(e)) => {
+                env.log(
+                    Level::Error,
+                    target::CONFIG,
+                    &format!("presence.accounts: {e}"),
+                );
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        Some(PresenceSettings {
+            client: Client {
+                login_base: login.unwrap_or_else(|| token::DEFAULT_LOGIN_BASE.into()),
+                tenant,
+                client_id,
+                client_secret: None,
+            },
+            scope: token::delegated_scope(
+                graph.as_deref().unwrap_or(token::DEFAULT_GRAPH_RESOURCE),
+            ),
+            accounts,
+        })
+    }
+}
+
+/// Parses `presence.accounts`. Errors name the entry but never echo a password.
+fn parse_accounts(text: &str) -> Result<Vec<TeamsAccount>, String> {
+    let list: Vec<serde_json::Value> =
+        serde_json::from_str(text).map_err(|e| format!("not a JSON array of accounts: {e}"))?;
+    let mut out: Vec<TeamsAccount> = Vec::new();
+    for (i, a) in list.iter().enumerate() {
+        let field = |k: &str| a.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let name = field("name");
+        if name.is_empty() {
+            return Err(format!("entry {i} has no name"));
+        }
+        if out.iter().any(|o| o.name == name) {
+            return Err(format!("account name `{name}` is used twice"));
+        }
+        let device = a.get("device-code").and_then(|v| v.as_bool()) == Some(true);
+        let (username, password) = (field("username"), field("password"));
+        let sign_in = if device {
+            SignIn::DeviceCode
+        } else if !username.is_empty() && !password.is_empty() {
+            SignIn::Password { username, password }
+        } else {
+            return Err(format!(
+                "account `{name}` needs username and password, or \"device-code\": true"
+            ));
+        };
+        out.push(TeamsAccount { name, sign_in });
+    }
+    Ok(out)
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -86,6 +190,51 @@ mod tests {
         assert_eq!(s.licence, DEFAULT_LICENCE);
         assert_eq!(s.instance, "m365");
         assert_eq!(s.master, None);
+    }
+
+    #[test]
+    fn presence_accounts_are_read() {
+        let mut env = TestEnv::new();
+        assert_eq!(PresenceSettings::read(&mut env), None);
+        env.set_config("presence.tenant", "contoso.onmicrosoft.com");
+        env.set_config("presence.client-id", "cid");
+        env.set_config("graph.url", "https://graph.microsoft.us");
+        env.set_config(
+            "presence.accounts",
+            r#"[{"name":"a","username":"svc@contoso.com","password":"P@ss&w+rd%! #<"},{"name":"b","device-code":true}]"#,
+        );
+        let p = PresenceSettings::read(&mut env).unwrap();
+        assert_eq!(p.client.login_base, "https://login.microsoftonline.com");
+        assert_eq!(
+            p.scope,
+            "https://graph.microsoft.us/.default offline_access"
+        );
+        assert_eq!(p.accounts.len(), 2);
+        assert_eq!(p.accounts[1].sign_in, SignIn::DeviceCode);
+    }
+
+    #[test]
+    fn bad_accounts_are_reported_without_secrets() {
+        let mut env = TestEnv::new();
+        env.set_config("presence.tenant", "t");
+        env.set_config("presence.client-id", "c");
+        env.set_config(
+            "presence.accounts",
+            r#"[{"name":"a","password":"hunter2"}]"#,
+        );
+        let p = PresenceSettings::read(&mut env).unwrap();
+        assert!(p.accounts.is_empty());
+        assert!(env.logged("account `a` needs username and password"));
+        assert!(!env.logged("hunter2"));
+        env.set_config("presence.accounts", "[{");
+        PresenceSettings::read(&mut env);
+        assert!(env.logged("not a JSON array"));
+        env.set_config(
+            "presence.accounts",
+            r#"[{"name":"a","device-code":true},{"name":"a","device-code":true}]"#,
+        );
+        PresenceSettings::read(&mut env);
+        assert!(env.logged("used twice"));
     }
 
     #[test]
