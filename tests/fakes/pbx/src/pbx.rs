@@ -779,14 +779,11 @@ impl Pbx {
 
     fn on_logged_in(&mut self, conn: ConnId, mt: &str, msg: &Value) {
         let Some(api) = msg["api"].as_str().map(String::from) else {
-            match mt {
-                "AppInfoResult" => {
-                    let node = self.nodes[self.conns[&conn].node].cfg.name.clone();
-                    self.check_app_info_result(conn, msg);
-                    self.app_info_results.push((node, msg.clone()));
-                }
-                // Unknown base messages are ignored.
-                _ => {}
+            // Unknown base messages are ignored.
+            if mt == "AppInfoResult" {
+                let node = self.nodes[self.conns[&conn].node].cfg.name.clone();
+                self.check_app_info_result(conn, msg);
+                self.app_info_results.push((node, msg.clone()));
             }
             return;
         };

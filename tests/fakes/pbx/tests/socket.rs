@@ -247,18 +247,16 @@ async fn socket_user_sessions_search_relay_and_config_api() {
     }
     svc.send(json!({"mt":"SearchResult","src":"7"})).await;
     // Config: password item written RC4-encrypted with the session key.
-    let w = h
-        .with_session(id, |s| {
-            let f1 = s.get_config_items("c");
-            let f2 = s.write_config(
-                "w",
-                &serde_json::Map::from_iter([("tenantId".to_string(), json!("t1"))]),
-                &[("clientSecret", "sëcret *&()%+=#< x")],
-            );
-            ((), vec![f1, f2])
-        })
-        .unwrap();
-    let _ = w;
+    h.with_session(id, |s| {
+        let f1 = s.get_config_items("c");
+        let f2 = s.write_config(
+            "w",
+            &serde_json::Map::from_iter([("tenantId".to_string(), json!("t1"))]),
+            &[("clientSecret", "sëcret *&()%+=#< x")],
+        );
+        ((), vec![f1, f2])
+    })
+    .unwrap();
     let (_, gi) = svc.recv().await.unwrap();
     assert_eq!(gi["mt"], "GetConfigItems");
     svc.send(json!({"api":"Config","mt":"GetConfigItemsResult","src":"c","ConfigItems":[
