@@ -45,27 +45,50 @@ fn nth_sunday(year: i32, month: Month, n: u8) -> Date {
 }
 
 fn ms_of(d: Date, hour: u8) -> i64 {
-    (d.with_hms(hour, 0, 0).expect("time").assume_utc().unix_timestamp()) * 1000
+    (d.with_hms(hour, 0, 0)
+        .expect("time")
+        .assume_utc()
+        .unix_timestamp())
+        * 1000
 }
 
 /// Offset from UTC (ms) of a Windows or IANA time zone at `utc_ms`; a small built-in table with
 /// EU and US daylight-saving rules. Unknown zones give None.
 pub fn tz_offset(name: &str, utc_ms: i64) -> Option<i64> {
     let n = name.trim().trim_matches('"');
-    let year = OffsetDateTime::from_unix_timestamp(utc_ms / 1000).ok()?.year();
+    let year = OffsetDateTime::from_unix_timestamp(utc_ms / 1000)
+        .ok()?
+        .year();
     let eu = |std_h: i64| {
         let on = ms_of(last_sunday(year, Month::March), 1);
         let off = ms_of(last_sunday(year, Month::October), 1);
-        std_h * 3_600_000 + if utc_ms >= on && utc_ms < off { 3_600_000 } else { 0 }
+        std_h * 3_600_000
+            + if utc_ms >= on && utc_ms < off {
+                3_600_000
+            } else {
+                0
+            }
     };
     let us = |std_h: i64| {
         let on = ms_of(nth_sunday(year, Month::March, 2), 2) - std_h * 3_600_000;
         let off = ms_of(nth_sunday(year, Month::November, 1), 2) - (std_h + 1) * 3_600_000;
-        std_h * 3_600_000 + if utc_ms >= on && utc_ms < off { 3_600_000 } else { 0 }
+        std_h * 3_600_000
+            + if utc_ms >= on && utc_ms < off {
+                3_600_000
+            } else {
+                0
+            }
     };
     Some(match n {
         "UTC" | "Etc/UTC" | "GMT" | "Coordinated Universal Time" | "tzone://Microsoft/Utc" => 0,
-        "W. Europe Standard Time" | "Europe/Berlin" | "Europe/Vienna" | "Europe/Zurich" | "Europe/Amsterdam" | "Romance Standard Time" | "Europe/Paris" | "Central Europe Standard Time" => eu(1),
+        "W. Europe Standard Time"
+        | "Europe/Berlin"
+        | "Europe/Vienna"
+        | "Europe/Zurich"
+        | "Europe/Amsterdam"
+        | "Romance Standard Time"
+        | "Europe/Paris"
+        | "Central Europe Standard Time" => eu(1),
         "GMT Standard Time" | "Europe/London" => eu(0),
         "Pacific Standard Time" | "America/Los_Angeles" => us(-8),
         "Eastern Standard Time" | "America/New_York" => us(-5),
@@ -89,7 +112,9 @@ fn parse_dtz(v: &Value) -> Option<(i64, String)> {
 }
 
 fn date_of(ms: i64) -> Date {
-    OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).map(|d| d.date()).unwrap_or(Date::MIN)
+    OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .map(|d| d.date())
+        .unwrap_or(Date::MIN)
 }
 
 fn weekday_name(w: Weekday) -> &'static str {
@@ -111,8 +136,14 @@ fn nth_in_month(d: Date) -> (u8, bool) {
 }
 
 fn relative_ok(d: Date, p: &Value) -> bool {
-    let days: Vec<&str> = p["daysOfWeek"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-    if !days.iter().any(|x| x.eq_ignore_ascii_case(weekday_name(d.weekday()))) {
+    let days: Vec<&str> = p["daysOfWeek"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if !days
+        .iter()
+        .any(|x| x.eq_ignore_ascii_case(weekday_name(d.weekday())))
+    {
         return false;
     }
     let (nth, last) = nth_in_month(d);
@@ -132,17 +163,42 @@ fn expand(e: &Event, until: i64) -> Vec<(Date, i64, i64)> {
     let rec = &e.json["recurrence"];
     let p = &rec["pattern"];
     let r = &rec["range"];
-    let tz = r["recurrenceTimeZone"].as_str().unwrap_or(&e.tz).to_string();
+    let tz = r["recurrenceTimeZone"]
+        .as_str()
+        .unwrap_or(&e.tz)
+        .to_string();
     let local_start = e.start + tz_offset(&tz, e.start).unwrap_or(0);
     let tod = local_start.rem_euclid(86_400_000);
     let dur = e.end - e.start;
-    let start_date = r["startDate"].as_str().and_then(|s| Date::parse(s, &time::format_description::well_known::Iso8601::DEFAULT).ok()).unwrap_or_else(|| date_of(local_start));
-    let end_date = if r["type"] == "endDate" { r["endDate"].as_str().and_then(|s| Date::parse(s, &time::format_description::well_known::Iso8601::DEFAULT).ok()) } else { None };
-    let max_n = if r["type"] == "numbered" { r["numberOfOccurrences"].as_u64().unwrap_or(1) as usize } else { usize::MAX };
+    let start_date = r["startDate"]
+        .as_str()
+        .and_then(|s| Date::parse(s, &time::format_description::well_known::Iso8601::DEFAULT).ok())
+        .unwrap_or_else(|| date_of(local_start));
+    let end_date = if r["type"] == "endDate" {
+        r["endDate"].as_str().and_then(|s| {
+            Date::parse(s, &time::format_description::well_known::Iso8601::DEFAULT).ok()
+        })
+    } else {
+        None
+    };
+    let max_n = if r["type"] == "numbered" {
+        r["numberOfOccurrences"].as_u64().unwrap_or(1) as usize
+    } else {
+        usize::MAX
+    };
     let interval = p["interval"].as_i64().unwrap_or(1).max(1);
     let ty = p["type"].as_str().unwrap_or("daily");
-    let days: Vec<String> = p["daysOfWeek"].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_lowercase)).collect()).unwrap_or_default();
-    let month_diff = |d: Date| (d.year() - start_date.year()) as i64 * 12 + d.month() as i64 - start_date.month() as i64;
+    let days: Vec<String> = p["daysOfWeek"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_lowercase))
+                .collect()
+        })
+        .unwrap_or_default();
+    let month_diff = |d: Date| {
+        (d.year() - start_date.year()) as i64 * 12 + d.month() as i64 - start_date.month() as i64
+    };
     let week_start = |d: Date| d - Duration::days(d.weekday().number_days_from_sunday() as i64);
     let mut out = vec![];
     let mut d = start_date;
@@ -158,11 +214,23 @@ fn expand(e: &Event, until: i64) -> Vec<(Date, i64, i64)> {
         }
         let hit = match ty {
             "daily" => (d - start_date).whole_days() % interval == 0,
-            "weekly" => days.iter().any(|x| x == weekday_name(d.weekday())) && ((week_start(d) - week_start(start_date)).whole_weeks() % interval == 0),
-            "absoluteMonthly" => d.day() as i64 == p["dayOfMonth"].as_i64().unwrap_or(0) && month_diff(d) % interval == 0,
+            "weekly" => {
+                days.iter().any(|x| x == weekday_name(d.weekday()))
+                    && ((week_start(d) - week_start(start_date)).whole_weeks() % interval == 0)
+            }
+            "absoluteMonthly" => {
+                d.day() as i64 == p["dayOfMonth"].as_i64().unwrap_or(0)
+                    && month_diff(d) % interval == 0
+            }
             "relativeMonthly" => relative_ok(d, p) && month_diff(d) % interval == 0,
-            "absoluteYearly" => d.month() as i64 == p["month"].as_i64().unwrap_or(0) && d.day() as i64 == p["dayOfMonth"].as_i64().unwrap_or(0) && (d.year() - start_date.year()) as i64 % interval == 0,
-            "relativeYearly" => d.month() as i64 == p["month"].as_i64().unwrap_or(0) && relative_ok(d, p),
+            "absoluteYearly" => {
+                d.month() as i64 == p["month"].as_i64().unwrap_or(0)
+                    && d.day() as i64 == p["dayOfMonth"].as_i64().unwrap_or(0)
+                    && (d.year() - start_date.year()) as i64 % interval == 0
+            }
+            "relativeYearly" => {
+                d.month() as i64 == p["month"].as_i64().unwrap_or(0) && relative_ok(d, p)
+            }
             _ => false,
         };
         if hit && occ >= e.start - 86_400_000 {
@@ -183,13 +251,29 @@ fn out_dtz(ms: i64, tz: &str) -> Value {
 }
 
 impl Fake {
-    fn check_mailbox(&self, user: &str, caller: &Caller, delegated: &[&str], app: &[&str]) -> Result<String, GraphErr> {
+    fn check_mailbox(
+        &self,
+        user: &str,
+        caller: &Caller,
+        delegated: &[&str],
+        app: &[&str],
+    ) -> Result<String, GraphErr> {
         if !caller.has(delegated, app) {
             return Err(forbidden(false, caller));
         }
-        let uid = self.resolve_user(user).map_err(|_| gerr(404, "ErrorItemNotFound", "The specified object was not found in the store."))?;
+        let uid = self.resolve_user(user).map_err(|_| {
+            gerr(
+                404,
+                "ErrorItemNotFound",
+                "The specified object was not found in the store.",
+            )
+        })?;
         if !caller.is_app_only() && caller.user_id.as_deref() != Some(uid.as_str()) {
-            return Err(gerr(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again."));
+            return Err(gerr(
+                403,
+                "ErrorAccessDenied",
+                "Access is denied. Check credentials and try again.",
+            ));
         }
         Ok(uid)
     }
@@ -201,22 +285,53 @@ impl Fake {
         let (start, tz) = parse_dtz(&ev["start"]).ok_or("start is required")?;
         let (end, _) = parse_dtz(&ev["end"]).ok_or("end is required")?;
         let id = format!("AAMkAD{}", self.new_guid().replace('-', ""));
-        for (k, d) in [("showAs", json!("busy")), ("sensitivity", json!("normal")), ("isAllDay", json!(false)), ("isCancelled", json!(false)), ("subject", json!(""))] {
+        for (k, d) in [
+            ("showAs", json!("busy")),
+            ("sensitivity", json!("normal")),
+            ("isAllDay", json!(false)),
+            ("isCancelled", json!(false)),
+            ("subject", json!("")),
+        ] {
             if ev.get(k).is_none() {
                 ev[k] = d;
             }
         }
         ev["id"] = json!(id);
-        ev["type"] = json!(if ev["recurrence"].is_object() { "seriesMaster" } else { "singleInstance" });
-        self.calendars.entry(uid.clone()).or_default().push(Event { id: id.clone(), json: ev.clone(), start, end, tz, exceptions: HashMap::new() });
+        ev["type"] = json!(if ev["recurrence"].is_object() {
+            "seriesMaster"
+        } else {
+            "singleInstance"
+        });
+        self.calendars.entry(uid.clone()).or_default().push(Event {
+            id: id.clone(),
+            json: ev.clone(),
+            start,
+            end,
+            tz,
+            exceptions: HashMap::new(),
+        });
         self.notify_mailbox(&uid, false, &id, "created", ev);
         Ok(id)
     }
 
     /// Cancel (`patch` = None) or change one occurrence (`YYYY-MM-DD`) of a series.
-    pub fn set_occurrence_exception(&mut self, user: &str, event_id: &str, date: &str, patch: Option<Value>) -> bool {
-        let Ok(uid) = self.resolve_user(user) else { return false };
-        let Some(e) = self.calendars.get_mut(&uid).and_then(|v| v.iter_mut().find(|e| e.id == event_id)) else { return false };
+    pub fn set_occurrence_exception(
+        &mut self,
+        user: &str,
+        event_id: &str,
+        date: &str,
+        patch: Option<Value>,
+    ) -> bool {
+        let Ok(uid) = self.resolve_user(user) else {
+            return false;
+        };
+        let Some(e) = self
+            .calendars
+            .get_mut(&uid)
+            .and_then(|v| v.iter_mut().find(|e| e.id == event_id))
+        else {
+            return false;
+        };
         e.exceptions.insert(date.to_string(), patch);
         let j = e.json.clone();
         self.notify_mailbox(&uid, false, event_id, "updated", j);
@@ -225,8 +340,12 @@ impl Fake {
 
     /// Delete an event.
     pub fn delete_event(&mut self, user: &str, event_id: &str) -> bool {
-        let Ok(uid) = self.resolve_user(user) else { return false };
-        let Some(v) = self.calendars.get_mut(&uid) else { return false };
+        let Ok(uid) = self.resolve_user(user) else {
+            return false;
+        };
+        let Some(v) = self.calendars.get_mut(&uid) else {
+            return false;
+        };
         let n = v.len();
         v.retain(|e| e.id != event_id);
         let removed = v.len() != n;
@@ -254,7 +373,13 @@ impl Fake {
     }
 
     fn out_tz(req: &Request) -> (String, bool) {
-        let pref = req.get_header("Prefer").and_then(|p| p.split(',').find_map(|x| x.trim().strip_prefix("outlook.timezone=").map(|t| t.trim_matches('"').to_string())));
+        let pref = req.get_header("Prefer").and_then(|p| {
+            p.split(',').find_map(|x| {
+                x.trim()
+                    .strip_prefix("outlook.timezone=")
+                    .map(|t| t.trim_matches('"').to_string())
+            })
+        });
         match pref {
             Some(t) if tz_offset(&t, 0).is_some() => (t, true),
             _ => ("UTC".into(), false),
@@ -262,9 +387,18 @@ impl Fake {
     }
 
     fn page(&self, req: &Request, items: Vec<Value>, path: &str) -> Result<Value, GraphErr> {
-        let top = req.q("$top").and_then(|t| t.parse::<usize>().ok()).unwrap_or(self.cfg.outlook_default_top).max(1);
-        let skip = req.q("$skip").and_then(|t| t.parse::<usize>().ok()).unwrap_or(0);
-        let select: Option<Vec<String>> = req.q("$select").map(|s| s.split(',').map(|x| x.trim().to_string()).collect());
+        let top = req
+            .q("$top")
+            .and_then(|t| t.parse::<usize>().ok())
+            .unwrap_or(self.cfg.outlook_default_top)
+            .max(1);
+        let skip = req
+            .q("$skip")
+            .and_then(|t| t.parse::<usize>().ok())
+            .unwrap_or(0);
+        let select: Option<Vec<String>> = req
+            .q("$select")
+            .map(|s| s.split(',').map(|x| x.trim().to_string()).collect());
         let page: Vec<Value> = items
             .iter()
             .skip(skip)
@@ -285,19 +419,42 @@ impl Fake {
             .collect();
         let mut body = json!({ "value": page });
         if skip + top < items.len() {
-            let q: Vec<String> = req.query().into_iter().filter(|(k, _)| k != "$skip").map(|(k, v)| format!("{k}={}", crate::http::pct_encode(&v))).collect();
-            body["@odata.nextLink"] = json!(format!("{}/v1.0{path}?{}&$skip={}", self.graph_base(), q.join("&"), skip + top));
+            let q: Vec<String> = req
+                .query()
+                .into_iter()
+                .filter(|(k, _)| k != "$skip")
+                .map(|(k, v)| format!("{k}={}", crate::http::pct_encode(&v)))
+                .collect();
+            body["@odata.nextLink"] = json!(format!(
+                "{}/v1.0{path}?{}&$skip={}",
+                self.graph_base(),
+                q.join("&"),
+                skip + top
+            ));
         }
         Ok(body)
     }
 
     pub(crate) fn calendar_view(&mut self, user: &str, req: &Request, caller: &Caller) -> GResult {
-        let uid = self.check_mailbox(user, caller, &["Calendars.Read", "Calendars.ReadWrite"], &["Calendars.Read", "Calendars.ReadWrite"])?;
+        let uid = self.check_mailbox(
+            user,
+            caller,
+            &["Calendars.Read", "Calendars.ReadWrite"],
+            &["Calendars.Read", "Calendars.ReadWrite"],
+        )?;
         let (Some(s), Some(e)) = (req.q("startDateTime"), req.q("endDateTime")) else {
-            return Err(gerr(400, "ErrorInvalidParameter", "This request requires a time window specified by the query string parameters StartDateTime and EndDateTime."));
+            return Err(gerr(
+                400,
+                "ErrorInvalidParameter",
+                "This request requires a time window specified by the query string parameters StartDateTime and EndDateTime.",
+            ));
         };
         let (Some(vs), Some(ve)) = (parse_iso(&s), parse_iso(&e)) else {
-            return Err(gerr(400, "ErrorInvalidParameter", "The value of the parameter 'StartDateTime' or 'EndDateTime' is invalid."));
+            return Err(gerr(
+                400,
+                "ErrorInvalidParameter",
+                "The value of the parameter 'StartDateTime' or 'EndDateTime' is invalid.",
+            ));
         };
         let (tz, applied) = Self::out_tz(req);
         let mut items: Vec<(i64, Value)> = vec![];
@@ -331,31 +488,78 @@ impl Fake {
                     }
                 }
             } else if ev.start < ve && ev.end > vs {
-                items.push((ev.start, self.event_out(&ev, ev.start, ev.end, &tz, json!({}))));
+                items.push((
+                    ev.start,
+                    self.event_out(&ev, ev.start, ev.end, &tz, json!({})),
+                ));
             }
         }
         items.sort_by_key(|x| x.0);
-        let body = self.page(req, items.into_iter().map(|x| x.1).collect(), &format!("/users/{user}/calendarView"))?;
+        let body = self.page(
+            req,
+            items.into_iter().map(|x| x.1).collect(),
+            &format!("/users/{user}/calendarView"),
+        )?;
         let mut r = Response::json(200, &body);
         if applied {
-            r.headers.push(("Preference-Applied".into(), format!("outlook.timezone=\"{tz}\"")));
+            r.headers.push((
+                "Preference-Applied".into(),
+                format!("outlook.timezone=\"{tz}\""),
+            ));
         }
         Ok(Reply::Resp(r))
     }
 
     pub(crate) fn list_events(&mut self, user: &str, req: &Request, caller: &Caller) -> GResult {
-        let uid = self.check_mailbox(user, caller, &["Calendars.Read", "Calendars.ReadWrite"], &["Calendars.Read", "Calendars.ReadWrite"])?;
+        let uid = self.check_mailbox(
+            user,
+            caller,
+            &["Calendars.Read", "Calendars.ReadWrite"],
+            &["Calendars.Read", "Calendars.ReadWrite"],
+        )?;
         let (tz, _) = Self::out_tz(req);
-        let items: Vec<Value> = self.calendars.get(&uid).cloned().unwrap_or_default().iter().map(|e| self.event_out(e, e.start, e.end, &tz, json!({}))).collect();
+        let items: Vec<Value> = self
+            .calendars
+            .get(&uid)
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|e| self.event_out(e, e.start, e.end, &tz, json!({})))
+            .collect();
         let body = self.page(req, items, &format!("/users/{user}/events"))?;
         Ok(Reply::Resp(Response::json(200, &body)))
     }
 
-    pub(crate) fn get_event(&mut self, user: &str, id: &str, req: &Request, caller: &Caller) -> GResult {
-        let uid = self.check_mailbox(user, caller, &["Calendars.Read", "Calendars.ReadWrite"], &["Calendars.Read", "Calendars.ReadWrite"])?;
+    pub(crate) fn get_event(
+        &mut self,
+        user: &str,
+        id: &str,
+        req: &Request,
+        caller: &Caller,
+    ) -> GResult {
+        let uid = self.check_mailbox(
+            user,
+            caller,
+            &["Calendars.Read", "Calendars.ReadWrite"],
+            &["Calendars.Read", "Calendars.ReadWrite"],
+        )?;
         let (tz, _) = Self::out_tz(req);
-        let e = self.calendars.get(&uid).and_then(|v| v.iter().find(|e| e.id == id)).cloned().ok_or_else(|| gerr(404, "ErrorItemNotFound", "The specified object was not found in the store."))?;
-        Ok(Reply::Resp(Response::json(200, &self.event_out(&e, e.start, e.end, &tz, json!({})))))
+        let e = self
+            .calendars
+            .get(&uid)
+            .and_then(|v| v.iter().find(|e| e.id == id))
+            .cloned()
+            .ok_or_else(|| {
+                gerr(
+                    404,
+                    "ErrorItemNotFound",
+                    "The specified object was not found in the store.",
+                )
+            })?;
+        Ok(Reply::Resp(Response::json(
+            200,
+            &self.event_out(&e, e.start, e.end, &tz, json!({})),
+        )))
     }
 }
 
@@ -367,9 +571,15 @@ mod tests {
     fn time_zone_table_knows_dst() {
         let winter = parse_iso("2026-01-15T12:00:00Z").unwrap();
         let summer = parse_iso("2026-07-15T12:00:00Z").unwrap();
-        assert_eq!(tz_offset("W. Europe Standard Time", winter), Some(3_600_000));
+        assert_eq!(
+            tz_offset("W. Europe Standard Time", winter),
+            Some(3_600_000)
+        );
         assert_eq!(tz_offset("Europe/Berlin", summer), Some(7_200_000));
-        assert_eq!(tz_offset("Pacific Standard Time", summer), Some(-7 * 3_600_000));
+        assert_eq!(
+            tz_offset("Pacific Standard Time", summer),
+            Some(-7 * 3_600_000)
+        );
         assert_eq!(tz_offset("Mars/Olympus", summer), None);
     }
 }

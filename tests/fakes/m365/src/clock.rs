@@ -155,7 +155,10 @@ mod tests {
         assert_eq!(parse_duration("P1D"), Some(86_400_000));
         assert_eq!(parse_duration("5M"), None);
         assert_eq!(iso_z(TEST_EPOCH_MS), "2026-01-15T09:00:00Z");
-        assert_eq!(parse_iso("2026-01-15T09:00:00.0000000Z"), Some(TEST_EPOCH_MS));
+        assert_eq!(
+            parse_iso("2026-01-15T09:00:00.0000000Z"),
+            Some(TEST_EPOCH_MS)
+        );
         assert_eq!(parse_iso("2026-01-15T09:00:00"), Some(TEST_EPOCH_MS));
         assert_eq!(parse_iso("2026-01-15T10:00:00+01:00"), Some(TEST_EPOCH_MS));
     }

@@ -12,7 +12,11 @@ pub type Contact = Value;
 const NAME_PROPS: &[&str] = &["displayName", "givenName", "surname"];
 
 fn invalid_filter() -> GraphErr {
-    gerr(400, "ErrorInvalidUrlQueryFilter", "The query filter contains one or more invalid nodes.")
+    gerr(
+        400,
+        "ErrorInvalidUrlQueryFilter",
+        "The query filter contains one or more invalid nodes.",
+    )
 }
 
 /// Only `emailAddresses/any(a:a/address eq '..')` and startswith/eq on name properties.
@@ -27,11 +31,20 @@ fn check_contact_filter(e: &Expr) -> Result<(), GraphErr> {
                 return Err(invalid_filter());
             }
             match body.as_ref() {
-                Expr::Cmp(path, op, _) if op == "eq" && path.eq_ignore_ascii_case(&format!("{v}/address")) => Ok(()),
+                Expr::Cmp(path, op, _)
+                    if op == "eq" && path.eq_ignore_ascii_case(&format!("{v}/address")) =>
+                {
+                    Ok(())
+                }
                 _ => Err(invalid_filter()),
             }
         }
-        Expr::StartsWith(p, _) | Expr::Cmp(p, _, _) if NAME_PROPS.iter().any(|n| n.eq_ignore_ascii_case(p)) || p.eq_ignore_ascii_case("companyName") => Ok(()),
+        Expr::StartsWith(p, _) | Expr::Cmp(p, _, _)
+            if NAME_PROPS.iter().any(|n| n.eq_ignore_ascii_case(p))
+                || p.eq_ignore_ascii_case("companyName") =>
+        {
+            Ok(())
+        }
         _ => Err(invalid_filter()),
     }
 }
@@ -48,10 +61,19 @@ impl Fake {
             }
         }
         if c.get("displayName").is_none() {
-            let dn = format!("{} {}", c["givenName"].as_str().unwrap_or(""), c["surname"].as_str().unwrap_or("")).trim().to_string();
+            let dn = format!(
+                "{} {}",
+                c["givenName"].as_str().unwrap_or(""),
+                c["surname"].as_str().unwrap_or("")
+            )
+            .trim()
+            .to_string();
             c["displayName"] = json!(dn);
         }
-        self.contacts.entry(uid.clone()).or_default().push(c.clone());
+        self.contacts
+            .entry(uid.clone())
+            .or_default()
+            .push(c.clone());
         self.notify_mailbox(&uid, true, &id, "created", c);
         Ok(id)
     }
@@ -71,8 +93,15 @@ impl Fake {
         };
         let search = match req.q("$search") {
             Some(s) => {
-                let quoted = if s.trim().starts_with('"') { s.clone() } else { format!("\"{}\"", s.trim()) };
-                Some(parse_search(&quoted, false).map_err(|m| gerr(400, "ErrorInvalidUrlQuery", &m))?)
+                let quoted = if s.trim().starts_with('"') {
+                    s.clone()
+                } else {
+                    format!("\"{}\"", s.trim())
+                };
+                Some(
+                    parse_search(&quoted, false)
+                        .map_err(|m| gerr(400, "ErrorInvalidUrlQuery", &m))?,
+                )
             }
             None => None,
         };
@@ -82,44 +111,111 @@ impl Fake {
             .cloned()
             .unwrap_or_default()
             .into_iter()
-            .filter(|c| filter.as_ref().is_none_or(|f| eval(f, c)) && search.as_ref().is_none_or(|s| s.matches(c, &["displayName", "givenName", "surname", "companyName", "emailAddresses"])))
+            .filter(|c| {
+                filter.as_ref().is_none_or(|f| eval(f, c))
+                    && search.as_ref().is_none_or(|s| {
+                        s.matches(
+                            c,
+                            &[
+                                "displayName",
+                                "givenName",
+                                "surname",
+                                "companyName",
+                                "emailAddresses",
+                            ],
+                        )
+                    })
+            })
             .collect();
         let body = self.page_contacts(req, items, user)?;
         Ok(Reply::Resp(Response::json(200, &body)))
     }
 
-    fn page_contacts(&self, req: &Request, items: Vec<Value>, user: &str) -> Result<Value, GraphErr> {
+    fn page_contacts(
+        &self,
+        req: &Request,
+        items: Vec<Value>,
+        user: &str,
+    ) -> Result<Value, GraphErr> {
         // Reuse the calendar pager ($top/$skip/$select, $skip-based nextLink).
         let mut fake_req = req.clone();
         if fake_req.q("$top").is_none() {
-            let sep = if fake_req.target.contains('?') { '&' } else { '?' };
-            fake_req.target = format!("{}{sep}$top={}", fake_req.target, self.cfg.outlook_default_top);
+            let sep = if fake_req.target.contains('?') {
+                '&'
+            } else {
+                '?'
+            };
+            fake_req.target = format!(
+                "{}{sep}$top={}",
+                fake_req.target, self.cfg.outlook_default_top
+            );
         }
-        let top = fake_req.q("$top").and_then(|t| t.parse::<usize>().ok()).unwrap_or(10).max(1);
-        let skip = req.q("$skip").and_then(|t| t.parse::<usize>().ok()).unwrap_or(0);
+        let top = fake_req
+            .q("$top")
+            .and_then(|t| t.parse::<usize>().ok())
+            .unwrap_or(10)
+            .max(1);
+        let skip = req
+            .q("$skip")
+            .and_then(|t| t.parse::<usize>().ok())
+            .unwrap_or(0);
         let page: Vec<Value> = items.iter().skip(skip).take(top).cloned().collect();
         let mut body = json!({ "value": page });
         if skip + top < items.len() {
-            let q: Vec<String> = req.query().into_iter().filter(|(k, _)| k != "$skip").map(|(k, v)| format!("{k}={}", crate::http::pct_encode(&v))).collect();
-            body["@odata.nextLink"] = json!(format!("{}/v1.0/users/{user}/contacts?{}&$skip={}", self.graph_base(), q.join("&"), skip + top));
+            let q: Vec<String> = req
+                .query()
+                .into_iter()
+                .filter(|(k, _)| k != "$skip")
+                .map(|(k, v)| format!("{k}={}", crate::http::pct_encode(&v)))
+                .collect();
+            body["@odata.nextLink"] = json!(format!(
+                "{}/v1.0/users/{user}/contacts?{}&$skip={}",
+                self.graph_base(),
+                q.join("&"),
+                skip + top
+            ));
         }
         Ok(body)
     }
 
     fn check_mailbox_contacts(&self, user: &str, caller: &Caller) -> Result<String, GraphErr> {
-        if !caller.has(&["Contacts.Read", "Contacts.ReadWrite"], &["Contacts.Read", "Contacts.ReadWrite"]) {
+        if !caller.has(
+            &["Contacts.Read", "Contacts.ReadWrite"],
+            &["Contacts.Read", "Contacts.ReadWrite"],
+        ) {
             return Err(crate::token::forbidden(false, caller));
         }
-        let uid = self.resolve_user(user).map_err(|_| gerr(404, "ErrorItemNotFound", "The specified object was not found in the store."))?;
+        let uid = self.resolve_user(user).map_err(|_| {
+            gerr(
+                404,
+                "ErrorItemNotFound",
+                "The specified object was not found in the store.",
+            )
+        })?;
         if !caller.is_app_only() && caller.user_id.as_deref() != Some(uid.as_str()) {
-            return Err(gerr(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again."));
+            return Err(gerr(
+                403,
+                "ErrorAccessDenied",
+                "Access is denied. Check credentials and try again.",
+            ));
         }
         Ok(uid)
     }
 
     pub(crate) fn get_contact(&mut self, user: &str, id: &str, caller: &Caller) -> GResult {
         let uid = self.check_mailbox_contacts(user, caller)?;
-        let c = self.contacts.get(&uid).and_then(|v| v.iter().find(|c| c["id"] == id)).cloned().ok_or_else(|| gerr(404, "ErrorItemNotFound", "The specified object was not found in the store."))?;
+        let c = self
+            .contacts
+            .get(&uid)
+            .and_then(|v| v.iter().find(|c| c["id"] == id))
+            .cloned()
+            .ok_or_else(|| {
+                gerr(
+                    404,
+                    "ErrorItemNotFound",
+                    "The specified object was not found in the store.",
+                )
+            })?;
         ok_json(c)
     }
 }

@@ -16,12 +16,22 @@ impl Fake {
     /// Handle one control request. See the crate docs for the endpoint list.
     pub fn control(&mut self, method: &str, path: &str, body: Value) -> (u16, Value) {
         self.tick();
-        let segs: Vec<&str> = path.trim_start_matches('/').trim_end_matches('/').split('/').collect();
+        let segs: Vec<&str> = path
+            .trim_start_matches('/')
+            .trim_end_matches('/')
+            .split('/')
+            .collect();
         let s = |k: &str| body[k].as_str().map(str::to_string);
         match (method, segs.as_slice()) {
-            ("GET", ["control", "tenant"]) => (200, json!({"tenantId": self.tenant_id, "domain": self.domain, "users": self.users.len(), "cloud": self.cfg.cloud, "now": self.now()})),
+            ("GET", ["control", "tenant"]) => (
+                200,
+                json!({"tenantId": self.tenant_id, "domain": self.domain, "users": self.users.len(), "cloud": self.cfg.cloud, "now": self.now()}),
+            ),
             ("POST", ["control", "users"]) => match serde_json::from_value::<UserSpec>(body) {
-                Ok(spec) if !spec.display_name.is_empty() => (201, serde_json::to_value(self.add_user(spec)).unwrap_or_default()),
+                Ok(spec) if !spec.display_name.is_empty() => (
+                    201,
+                    serde_json::to_value(self.add_user(spec)).unwrap_or_default(),
+                ),
                 Ok(_) => bad("displayName is required"),
                 Err(e) => bad(e),
             },
@@ -30,9 +40,32 @@ impl Fake {
                 let seed = body["seed"].as_u64().unwrap_or(1);
                 (200, json!({"users": self.populate(n, seed)}))
             }
-            ("GET", ["control", "users"]) => (200, json!(self.users.by_id.values().map(|e| &e.user).collect::<Vec<_>>())),
-            ("PATCH", ["control", "users", id]) => (if self.update_user(id, &body) { 200 } else { 404 }, json!({})),
-            ("DELETE", ["control", "users", id]) => (if self.delete_user(id, body["permanent"].as_bool().unwrap_or(false)) { 204 } else { 404 }, json!({})),
+            ("GET", ["control", "users"]) => (
+                200,
+                json!(
+                    self.users
+                        .by_id
+                        .values()
+                        .map(|e| &e.user)
+                        .collect::<Vec<_>>()
+                ),
+            ),
+            ("PATCH", ["control", "users", id]) => (
+                if self.update_user(id, &body) {
+                    200
+                } else {
+                    404
+                },
+                json!({}),
+            ),
+            ("DELETE", ["control", "users", id]) => (
+                if self.delete_user(id, body["permanent"].as_bool().unwrap_or(false)) {
+                    204
+                } else {
+                    404
+                },
+                json!({}),
+            ),
             ("POST", ["control", "apps"]) => match serde_json::from_value::<AppReg>(body) {
                 Ok(mut a) => {
                     if a.client_id.is_empty() {
@@ -45,9 +78,20 @@ impl Fake {
             },
             ("POST", ["control", "token"]) => {
                 // Shortcut for tests: mint a token without the token endpoint.
-                let scopes: Vec<String> = body["scopes"].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default();
+                let scopes: Vec<String> = body["scopes"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 let refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
-                let t = self.issue_token(&s("clientId").unwrap_or_default(), s("user").as_deref(), &refs);
+                let t = self.issue_token(
+                    &s("clientId").unwrap_or_default(),
+                    s("user").as_deref(),
+                    &refs,
+                );
                 (200, json!({"access_token": t}))
             }
             ("POST", ["control", "aadsts"]) => {
@@ -65,9 +109,31 @@ impl Fake {
                 self.revoke_refresh_tokens(&s("user").unwrap_or_default());
                 (200, json!({}))
             }
-            ("POST", ["control", "device", "approve"]) => (if self.approve_device_code(&s("userCode").unwrap_or_default(), &s("user").unwrap_or_default()) { 200 } else { 404 }, json!({})),
-            ("POST", ["control", "device", "decline"]) => (if self.decline_device_code(&s("userCode").unwrap_or_default()) { 200 } else { 404 }, json!({})),
-            ("POST", ["control", "presence", "teams"]) => match self.teams_client_presence(&s("user").unwrap_or_default(), s("session").as_deref(), &s("availability").unwrap_or("Available".into()), &s("activity").unwrap_or("Available".into())) {
+            ("POST", ["control", "device", "approve"]) => (
+                if self.approve_device_code(
+                    &s("userCode").unwrap_or_default(),
+                    &s("user").unwrap_or_default(),
+                ) {
+                    200
+                } else {
+                    404
+                },
+                json!({}),
+            ),
+            ("POST", ["control", "device", "decline"]) => (
+                if self.decline_device_code(&s("userCode").unwrap_or_default()) {
+                    200
+                } else {
+                    404
+                },
+                json!({}),
+            ),
+            ("POST", ["control", "presence", "teams"]) => match self.teams_client_presence(
+                &s("user").unwrap_or_default(),
+                s("session").as_deref(),
+                &s("availability").unwrap_or("Available".into()),
+                &s("activity").unwrap_or("Available".into()),
+            ) {
                 Ok(()) => (200, json!({})),
                 Err(e) => (404, json!({ "error": e })),
             },
@@ -76,28 +142,54 @@ impl Fake {
                 (200, json!({}))
             }
             ("POST", ["control", "presence", "oof"]) => {
-                self.set_out_of_office(&s("user").unwrap_or_default(), body["on"].as_bool().unwrap_or(true));
+                self.set_out_of_office(
+                    &s("user").unwrap_or_default(),
+                    body["on"].as_bool().unwrap_or(true),
+                );
                 (200, json!({}))
             }
             ("GET", ["control", "presence", id]) => match self.current_presence(id) {
                 Some((a, b)) => {
                     let uid = self.resolve_user(id).map(|x| x).unwrap_or_default();
-                    (200, json!({"availability": a, "activity": b, "detail": self.presence_detail(&uid)}))
+                    (
+                        200,
+                        json!({"availability": a, "activity": b, "detail": self.presence_detail(&uid)}),
+                    )
                 }
                 None => (404, json!({})),
             },
-            ("POST", ["control", "events"]) => match self.add_event(&s("user").unwrap_or_default(), body["event"].clone()) {
-                Ok(id) => (201, json!({ "id": id })),
-                Err(e) => bad(e),
-            },
-            ("POST", ["control", "events", "exception"]) => {
-                let patch = if body["cancel"].as_bool() == Some(true) { None } else { Some(body["patch"].clone()) };
-                (if self.set_occurrence_exception(&s("user").unwrap_or_default(), &s("eventId").unwrap_or_default(), &s("date").unwrap_or_default(), patch) { 200 } else { 404 }, json!({}))
+            ("POST", ["control", "events"]) => {
+                match self.add_event(&s("user").unwrap_or_default(), body["event"].clone()) {
+                    Ok(id) => (201, json!({ "id": id })),
+                    Err(e) => bad(e),
+                }
             }
-            ("POST", ["control", "contacts"]) => match self.add_contact(&s("user").unwrap_or_default(), body["contact"].clone()) {
-                Ok(id) => (201, json!({ "id": id })),
-                Err(e) => bad(e),
-            },
+            ("POST", ["control", "events", "exception"]) => {
+                let patch = if body["cancel"].as_bool() == Some(true) {
+                    None
+                } else {
+                    Some(body["patch"].clone())
+                };
+                (
+                    if self.set_occurrence_exception(
+                        &s("user").unwrap_or_default(),
+                        &s("eventId").unwrap_or_default(),
+                        &s("date").unwrap_or_default(),
+                        patch,
+                    ) {
+                        200
+                    } else {
+                        404
+                    },
+                    json!({}),
+                )
+            }
+            ("POST", ["control", "contacts"]) => {
+                match self.add_contact(&s("user").unwrap_or_default(), body["contact"].clone()) {
+                    Ok(id) => (201, json!({ "id": id })),
+                    Err(e) => bad(e),
+                }
+            }
             ("POST", ["control", "faults"]) => match serde_json::from_value::<Fault>(body) {
                 Ok(f) => {
                     self.add_fault(f);
@@ -118,7 +210,9 @@ impl Fake {
                 }
                 (200, json!({"now": self.now(), "skewMs": self.skew_ms}))
             }
-            ("GET", ["control", "config"]) => (200, serde_json::to_value(&self.cfg).unwrap_or_default()),
+            ("GET", ["control", "config"]) => {
+                (200, serde_json::to_value(&self.cfg).unwrap_or_default())
+            }
             ("PATCH", ["control", "config"]) => {
                 let mut cur = serde_json::to_value(&self.cfg).unwrap_or_default();
                 if let (Some(c), Some(p)) = (cur.as_object_mut(), body.as_object()) {
@@ -134,15 +228,38 @@ impl Fake {
                     Err(e) => bad(e),
                 }
             }
-            ("GET", ["control", "requests"]) => (200, serde_json::to_value(self.requests()).unwrap_or_default()),
+            ("GET", ["control", "requests"]) => (
+                200,
+                serde_json::to_value(self.requests()).unwrap_or_default(),
+            ),
             ("DELETE", ["control", "requests"]) => {
                 self.seen.clear();
                 (204, json!({}))
             }
-            ("GET", ["control", "subscriptions"]) => (200, serde_json::to_value(self.subscriptions()).unwrap_or_default()),
-            ("POST", ["control", "subscriptions", id, "outage"]) => (if self.set_subscription_outage(id, body["on"].as_bool().unwrap_or(true)) { 200 } else { 404 }, json!({})),
-            ("POST", ["control", "subscriptions", id, "lifecycle"]) => (if self.lifecycle_event(id, &s("event").unwrap_or_default()) { 200 } else { 404 }, json!({})),
-            ("GET", ["control", "deliveries"]) => (200, serde_json::to_value(self.deliveries()).unwrap_or_default()),
+            ("GET", ["control", "subscriptions"]) => (
+                200,
+                serde_json::to_value(self.subscriptions()).unwrap_or_default(),
+            ),
+            ("POST", ["control", "subscriptions", id, "outage"]) => (
+                if self.set_subscription_outage(id, body["on"].as_bool().unwrap_or(true)) {
+                    200
+                } else {
+                    404
+                },
+                json!({}),
+            ),
+            ("POST", ["control", "subscriptions", id, "lifecycle"]) => (
+                if self.lifecycle_event(id, &s("event").unwrap_or_default()) {
+                    200
+                } else {
+                    404
+                },
+                json!({}),
+            ),
+            ("GET", ["control", "deliveries"]) => (
+                200,
+                serde_json::to_value(self.deliveries()).unwrap_or_default(),
+            ),
             ("POST", ["control", "jwks", "rotate"]) => {
                 self.rotate_signing_key();
                 (200, self.jwks())
@@ -151,7 +268,10 @@ impl Fake {
                 self.invalidate_delta_tokens();
                 (200, json!({}))
             }
-            _ => (404, json!({"error": format!("no control endpoint {method} {path}")})),
+            _ => (
+                404,
+                json!({"error": format!("no control endpoint {method} {path}")}),
+            ),
         }
     }
 }

@@ -123,7 +123,12 @@ pub struct GraphErr {
 
 /// Build a [`GraphErr`].
 pub fn gerr(status: u16, code: &str, message: &str) -> GraphErr {
-    GraphErr { status, code: code.into(), message: message.into(), headers: vec![] }
+    GraphErr {
+        status,
+        code: code.into(),
+        message: message.into(),
+        headers: vec![],
+    }
 }
 
 /// Result of a Graph route.
@@ -155,9 +160,13 @@ impl Caller {
     /// True if any of `delegated` (for delegated tokens) or `app` (for app tokens) is held.
     pub fn has(&self, delegated: &[&str], app: &[&str]) -> bool {
         if self.is_app_only() {
-            self.roles.iter().any(|r| app.iter().any(|a| a.eq_ignore_ascii_case(r)))
+            self.roles
+                .iter()
+                .any(|r| app.iter().any(|a| a.eq_ignore_ascii_case(r)))
         } else {
-            self.scp.iter().any(|r| delegated.iter().any(|a| a.eq_ignore_ascii_case(r)))
+            self.scp
+                .iter()
+                .any(|r| delegated.iter().any(|a| a.eq_ignore_ascii_case(r)))
         }
     }
 }
@@ -300,7 +309,10 @@ impl Fake {
 
     /// Base URL used in links.
     pub fn graph_base(&self) -> String {
-        self.cfg.graph_base.clone().unwrap_or_else(|| self.cfg.cloud.graph_host().to_string())
+        self.cfg
+            .graph_base
+            .clone()
+            .unwrap_or_else(|| self.cfg.cloud.graph_host().to_string())
     }
 
     pub(crate) fn next_id(&mut self) -> u64 {
@@ -360,7 +372,11 @@ impl Fake {
         let path = req.path().to_string();
         let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         // Login host paths.
-        if segs.len() == 4 && segs[1] == "oauth2" && segs[2] == "v2.0" && (segs[3] == "token" || segs[3] == "devicecode") {
+        if segs.len() == 4
+            && segs[1] == "oauth2"
+            && segs[2] == "v2.0"
+            && (segs[3] == "token" || segs[3] == "devicecode")
+        {
             if let Some(h) = self.fault_for(req) {
                 return h;
             }
@@ -373,7 +389,14 @@ impl Fake {
             return Handled::Response(Response::json(200, &self.openid_configuration(segs[0])));
         }
         let Some(rest) = path.strip_prefix("/v1.0") else {
-            return Handled::Response(self.graph_error_response(req, gerr(400, "BadRequest", "Invalid version: only v1.0 is served by the fake.")));
+            return Handled::Response(self.graph_error_response(
+                req,
+                gerr(
+                    400,
+                    "BadRequest",
+                    "Invalid version: only v1.0 is served by the fake.",
+                ),
+            ));
         };
         let rest = rest.to_string();
         self.graph_entry(req, &rest)
@@ -399,7 +422,11 @@ impl Fake {
     }
 
     fn graph(&mut self, req: &Request, rest: &str, caller: &Caller) -> GResult {
-        let segs: Vec<String> = rest.trim_start_matches('/').split('/').map(crate::http::pct_decode_path).collect();
+        let segs: Vec<String> = rest
+            .trim_start_matches('/')
+            .split('/')
+            .map(crate::http::pct_decode_path)
+            .collect();
         let s: Vec<&str> = segs.iter().map(String::as_str).collect();
         let m = req.method.as_str();
         match (m, s.as_slice()) {
@@ -408,19 +435,43 @@ impl Fake {
             ("GET", ["users", "$count"]) => self.count_users(req, caller),
             ("GET", ["users", "delta"]) => self.users_delta(req, caller),
             ("GET", ["me"]) => {
-                let uid = caller.user_id.clone().ok_or_else(|| gerr(400, "BadRequest", "/me request is only valid with delegated authentication flow."))?;
+                let uid = caller.user_id.clone().ok_or_else(|| {
+                    gerr(
+                        400,
+                        "BadRequest",
+                        "/me request is only valid with delegated authentication flow.",
+                    )
+                })?;
                 self.get_user(&uid, req, caller)
             }
             ("GET", ["users", id]) => self.get_user(id, req, caller),
             ("GET", ["me", "presence"]) => {
-                let uid = caller.user_id.clone().ok_or_else(|| gerr(400, "BadRequest", "/me request is only valid with delegated authentication flow."))?;
+                let uid = caller.user_id.clone().ok_or_else(|| {
+                    gerr(
+                        400,
+                        "BadRequest",
+                        "/me request is only valid with delegated authentication flow.",
+                    )
+                })?;
                 self.get_presence(&uid, caller, true)
             }
-            ("GET", ["users", id, "presence"]) | ("GET", ["communications", "presences", id]) => self.get_presence(id, caller, false),
-            ("POST", ["communications", "getPresencesByUserId"]) => self.get_presences_by_user_id(req, caller),
-            ("POST", ["users", id, "presence", action]) => self.presence_action(id, action, req, caller),
+            ("GET", ["users", id, "presence"]) | ("GET", ["communications", "presences", id]) => {
+                self.get_presence(id, caller, false)
+            }
+            ("POST", ["communications", "getPresencesByUserId"]) => {
+                self.get_presences_by_user_id(req, caller)
+            }
+            ("POST", ["users", id, "presence", action]) => {
+                self.presence_action(id, action, req, caller)
+            }
             ("POST", ["me", "presence", action]) => {
-                let uid = caller.user_id.clone().ok_or_else(|| gerr(400, "BadRequest", "/me request is only valid with delegated authentication flow."))?;
+                let uid = caller.user_id.clone().ok_or_else(|| {
+                    gerr(
+                        400,
+                        "BadRequest",
+                        "/me request is only valid with delegated authentication flow.",
+                    )
+                })?;
                 self.presence_action(&uid, action, req, caller)
             }
             ("POST", ["subscriptions"]) => self.create_subscription(req, caller),
@@ -428,21 +479,39 @@ impl Fake {
             ("GET", ["subscriptions", id]) => self.get_subscription(id, caller),
             ("PATCH", ["subscriptions", id]) => self.patch_subscription(id, req, caller),
             ("DELETE", ["subscriptions", id]) => self.delete_subscription(id, caller),
-            ("POST", ["subscriptions", id, "reauthorize"]) => self.reauthorize_subscription(id, caller),
+            ("POST", ["subscriptions", id, "reauthorize"]) => {
+                self.reauthorize_subscription(id, caller)
+            }
             ("GET", ["users", id, "calendarView"]) => self.calendar_view(id, req, caller),
             ("GET", ["users", id, "events"]) => self.list_events(id, req, caller),
             ("GET", ["users", id, "events", eid]) => self.get_event(id, eid, req, caller),
             ("GET", ["users", id, "contacts"]) => self.list_contacts(id, req, caller),
             ("GET", ["users", id, "contacts", cid]) => self.get_contact(id, cid, caller),
-            _ => Err(gerr(400, "BadRequest", &format!("Resource not found for the segment '{}'.", s.last().copied().unwrap_or("")))),
+            _ => Err(gerr(
+                400,
+                "BadRequest",
+                &format!(
+                    "Resource not found for the segment '{}'.",
+                    s.last().copied().unwrap_or("")
+                ),
+            )),
         }
     }
 
     /// Graph error envelope with request-id headers.
     pub(crate) fn graph_error_response(&mut self, req: &Request, e: GraphErr) -> Response {
         let rid = self.new_guid();
-        let crid = req.get_header("client-request-id").map(str::to_string).unwrap_or_else(|| rid.clone());
-        let body = graph_error_body(&e.code, &e.message, &inner_error_date(self.now()), &rid, &crid);
+        let crid = req
+            .get_header("client-request-id")
+            .map(str::to_string)
+            .unwrap_or_else(|| rid.clone());
+        let body = graph_error_body(
+            &e.code,
+            &e.message,
+            &inner_error_date(self.now()),
+            &rid,
+            &crid,
+        );
         let mut r = Response::json(e.status, &body);
         r.headers.extend(e.headers);
         r.headers.push(("request-id".into(), rid));
@@ -453,7 +522,10 @@ impl Fake {
     pub(crate) fn decorate(&mut self, req: &Request, mut r: Response) -> Response {
         if r.get_header("request-id").is_none() {
             let rid = self.new_guid();
-            let crid = req.get_header("client-request-id").map(str::to_string).unwrap_or_else(|| rid.clone());
+            let crid = req
+                .get_header("client-request-id")
+                .map(str::to_string)
+                .unwrap_or_else(|| rid.clone());
             r.headers.push(("request-id".into(), rid));
             r.headers.push(("client-request-id".into(), crid));
         }
@@ -463,8 +535,12 @@ impl Fake {
     fn fault_for(&mut self, req: &Request) -> Option<Handled> {
         let path = req.path().to_string();
         let pos = self.faults.iter().position(|f| {
-            f.path_contains.as_ref().is_none_or(|p| path.contains(p.as_str()))
-                && f.method.as_ref().is_none_or(|m| m.eq_ignore_ascii_case(&req.method))
+            f.path_contains
+                .as_ref()
+                .is_none_or(|p| path.contains(p.as_str()))
+                && f.method
+                    .as_ref()
+                    .is_none_or(|m| m.eq_ignore_ascii_case(&req.method))
                 && f.remaining != Some(0)
         })?;
         let f = self.faults[pos].clone();
@@ -474,18 +550,29 @@ impl Fake {
         let e = match f.fault {
             FaultKind::Timeout => return Some(Handled::Hang),
             FaultKind::Throttle { retry_after_s } => {
-                let mut e = gerr(429, "TooManyRequests", "Too many requests from Identifier:fake under category:throttle.injected. Please try again later.");
-                e.headers.push(("Retry-After".into(), retry_after_s.to_string()));
+                let mut e = gerr(
+                    429,
+                    "TooManyRequests",
+                    "Too many requests from Identifier:fake under category:throttle.injected. Please try again later.",
+                );
+                e.headers
+                    .push(("Retry-After".into(), retry_after_s.to_string()));
                 e
             }
             FaultKind::Unavailable { retry_after_s } => {
-                let mut e = gerr(503, "ServiceNotAvailable", "The service is temporarily unavailable. Please try again later.");
+                let mut e = gerr(
+                    503,
+                    "ServiceNotAvailable",
+                    "The service is temporarily unavailable. Please try again later.",
+                );
                 if let Some(s) = retry_after_s {
                     e.headers.push(("Retry-After".into(), s.to_string()));
                 }
                 e
             }
-            FaultKind::ServerError { status } => gerr(status, "UnknownError", "An internal server error occurred."),
+            FaultKind::ServerError { status } => {
+                gerr(status, "UnknownError", "An internal server error occurred.")
+            }
         };
         Some(Handled::Response(self.graph_error_response(req, e)))
     }
@@ -496,7 +583,12 @@ impl Fake {
         let now = self.now();
         // Outbound requests the driver never reported on time out here, so a virtual-time host
         // needs only report answers.
-        let overdue: Vec<u64> = self.inflight.iter().filter(|(_, f)| f.deadline <= now).map(|(id, _)| *id).collect();
+        let overdue: Vec<u64> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
         for id in overdue {
             self.outbound_result(id, OutboundResult::Timeout);
         }
@@ -512,24 +604,56 @@ impl Fake {
         std::mem::take(&mut self.effects)
     }
 
-    pub(crate) fn emit(&mut self, purpose: Purpose, url: String, headers: Vec<(String, String)>, body: Vec<u8>, timeout_ms: i64) -> u64 {
+    pub(crate) fn emit(
+        &mut self,
+        purpose: Purpose,
+        url: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        timeout_ms: i64,
+    ) -> u64 {
         let id = self.next_id();
         let now = self.now();
         // Drivers may take a little longer than the timeout to notice; give them slack before the
         // core declares the timeout itself.
-        self.inflight.insert(id, Inflight { purpose, deadline: now + timeout_ms + 1_000, sent_at: now });
-        self.effects.push(Outbound { id, method: "POST".into(), url, headers, body, timeout_ms, purpose });
+        self.inflight.insert(
+            id,
+            Inflight {
+                purpose,
+                deadline: now + timeout_ms + 1_000,
+                sent_at: now,
+            },
+        );
+        self.effects.push(Outbound {
+            id,
+            method: "POST".into(),
+            url,
+            headers,
+            body,
+            timeout_ms,
+            purpose,
+        });
         id
     }
 
     /// Report the result of an [`Outbound`].
     pub fn outbound_result(&mut self, id: u64, res: OutboundResult) {
-        let Some(f) = self.inflight.remove(&id) else { return };
+        let Some(f) = self.inflight.remove(&id) else {
+            return;
+        };
         // The driver measures elapsed time; if it did not, use fake time.
         let res = match res {
-            OutboundResult::Status { status, content_type, body, elapsed_ms } if elapsed_ms < 0 => {
-                OutboundResult::Status { status, content_type, body, elapsed_ms: self.now() - f.sent_at }
-            }
+            OutboundResult::Status {
+                status,
+                content_type,
+                body,
+                elapsed_ms,
+            } if elapsed_ms < 0 => OutboundResult::Status {
+                status,
+                content_type,
+                body,
+                elapsed_ms: self.now() - f.sent_at,
+            },
             r => r,
         };
         match f.purpose {
@@ -547,7 +671,14 @@ impl Fake {
     /// Earliest time at which [`Fake::tick`] has work (for virtual-time hosts); None if idle.
     pub fn next_deadline(&self) -> Option<i64> {
         let mut d: Option<i64> = self.inflight.values().map(|f| f.deadline).min();
-        for t in [self.delivery.next_due(), self.subs.next_due(), self.presence.next_due(self.cfg.presence_idle_fade_ms)].into_iter().flatten() {
+        for t in [
+            self.delivery.next_due(),
+            self.subs.next_due(),
+            self.presence.next_due(self.cfg.presence_idle_fade_ms),
+        ]
+        .into_iter()
+        .flatten()
+        {
             d = Some(d.map_or(t, |x| x.min(t)));
         }
         d

@@ -67,33 +67,50 @@ pub fn spki_from_cert(der: &[u8]) -> Option<&[u8]> {
 
 /// RSA public key of a base64 certificate; checks RSA 2048-4096 as Graph does.
 pub fn cert_public_key(der: &[u8]) -> Result<RsaPublicKey, String> {
-    let spki = spki_from_cert(der).ok_or("The encryption certificate is not a valid X.509 certificate.")?;
-    let k = RsaPublicKey::from_public_key_der(spki).map_err(|_| "The encryption certificate must carry an RSA public key.".to_string())?;
+    let spki = spki_from_cert(der)
+        .ok_or("The encryption certificate is not a valid X.509 certificate.")?;
+    let k = RsaPublicKey::from_public_key_der(spki)
+        .map_err(|_| "The encryption certificate must carry an RSA public key.".to_string())?;
     let bits = k.size() * 8;
     if !(2048..=4096).contains(&bits) {
-        return Err(format!("The encryption certificate key size {bits} is not supported (RSA 2048-4096)."));
+        return Err(format!(
+            "The encryption certificate key size {bits} is not supported (RSA 2048-4096)."
+        ));
     }
     Ok(k)
 }
 
 /// SHA-1 thumbprint of a DER certificate, upper-case hex.
 pub fn thumbprint(der: &[u8]) -> String {
-    Sha1::digest(der).iter().map(|b| format!("{b:02X}")).collect()
+    Sha1::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect()
 }
 
 /// Encrypt `plaintext` for a rich notification: random 32-byte key, RSA-OAEP(SHA-1) `dataKey`,
 /// AES-256-CBC/PKCS7 with IV = key[0..16] `data`, HMAC-SHA256(key, ciphertext) `dataSignature`.
-pub fn encrypt_content(cert_der: &[u8], cert_id: &str, plaintext: &[u8], rng: &mut StdRng) -> Result<Value, String> {
+pub fn encrypt_content(
+    cert_der: &[u8],
+    cert_id: &str,
+    plaintext: &[u8],
+    rng: &mut StdRng,
+) -> Result<Value, String> {
     let pk = cert_public_key(cert_der)?;
     let mut key = [0u8; 32];
     rng.fill_bytes(&mut key);
-    let data_key = pk.encrypt(rng, Oaep::new::<Sha1>(), &key).map_err(|e| e.to_string())?;
-    let ct = cbc::Encryptor::<Aes256>::new((&key).into(), key[..16].into()).encrypt_padded_vec_mut::<Pkcs7>(plaintext);
+    let data_key = pk
+        .encrypt(rng, Oaep::new::<Sha1>(), &key)
+        .map_err(|e| e.to_string())?;
+    let ct = cbc::Encryptor::<Aes256>::new((&key).into(), key[..16].into())
+        .encrypt_padded_vec_mut::<Pkcs7>(plaintext);
     let mut mac = Hmac::<Sha256>::new_from_slice(&key).map_err(|e| e.to_string())?;
     mac.update(&ct);
     let sig = mac.finalize().into_bytes();
-    Ok(json!({"data": STANDARD.encode(&ct), "dataSignature": STANDARD.encode(sig), "dataKey": STANDARD.encode(data_key),
-              "encryptionCertificateId": cert_id, "encryptionCertificateThumbprint": thumbprint(cert_der)}))
+    Ok(
+        json!({"data": STANDARD.encode(&ct), "dataSignature": STANDARD.encode(sig), "dataKey": STANDARD.encode(data_key),
+              "encryptionCertificateId": cert_id, "encryptionCertificateThumbprint": thumbprint(cert_der)}),
+    )
 }
 
 struct SignKey {
@@ -112,7 +129,12 @@ pub struct KeySet {
 
 impl KeySet {
     pub(crate) fn new(seed: u64) -> Self {
-        Self { seed, keys: vec![], last_rotation: None, generated: 0 }
+        Self {
+            seed,
+            keys: vec![],
+            last_rotation: None,
+            generated: 0,
+        }
     }
 
     fn gen_key(&mut self) -> SignKey {
@@ -178,7 +200,11 @@ impl KeySet {
         self.ensure(now);
         let k = self.keys.last().expect("key");
         let head = json!({"typ": "JWT", "alg": "RS256", "kid": k.kid, "x5t": k.kid});
-        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(serde_json::to_vec(&head).unwrap_or_default()), URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default()));
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&head).unwrap_or_default()),
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default())
+        );
         let sk = SigningKey::<Sha256>::new(k.key.clone());
         let sig = sk.sign(input.as_bytes()).to_bytes();
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))

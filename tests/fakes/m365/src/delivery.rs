@@ -87,11 +87,17 @@ pub struct DeliveryState {
 
 impl DeliveryState {
     pub(crate) fn next_due(&self) -> Option<i64> {
-        self.queue.iter().map(|q| q.due).chain(self.retries.iter().map(|b| b.due)).min()
+        self.queue
+            .iter()
+            .map(|q| q.due)
+            .chain(self.retries.iter().map(|b| b.due))
+            .min()
     }
     pub(crate) fn drop_subscription(&mut self, sub_id: &str) {
         // Lifecycle events about the removal itself must still go out.
-        self.queue.retain(|q| q.purpose != Purpose::Notification || q.item["subscriptionId"].as_str() != Some(sub_id));
+        self.queue.retain(|q| {
+            q.purpose != Purpose::Notification || q.item["subscriptionId"].as_str() != Some(sub_id)
+        });
     }
 }
 
@@ -103,7 +109,16 @@ impl Fake {
 
     /// Health state of an endpoint URL.
     pub fn endpoint_health(&self, url: &str) -> HealthState {
-        self.delivery.health.get(url).map_or(HealthState::Normal, |h| if h.until > self.now() { h.state } else { HealthState::Normal })
+        self.delivery
+            .health
+            .get(url)
+            .map_or(HealthState::Normal, |h| {
+                if h.until > self.now() {
+                    h.state
+                } else {
+                    HealthState::Normal
+                }
+            })
     }
 
     /// Queue an item, honouring the slow/drop state of its endpoint.
@@ -111,7 +126,14 @@ impl Fake {
         let now = self.now();
         match self.endpoint_health(&q.url) {
             HealthState::Drop => {
-                self.delivery.log.push(DeliveryRecord { at_ms: now, url: q.url, attempt: 0, items: 1, outcome: "dropped".into(), status: None });
+                self.delivery.log.push(DeliveryRecord {
+                    at_ms: now,
+                    url: q.url,
+                    attempt: 0,
+                    items: 1,
+                    outcome: "dropped".into(),
+                    status: None,
+                });
                 return;
             }
             HealthState::Slow => q.due += self.cfg.health_window_ms,
@@ -122,24 +144,37 @@ impl Fake {
 
     pub(crate) fn delivery_tick(&mut self) {
         let now = self.now();
-        let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delivery.queue).into_iter().partition(|q| q.due <= now);
+        let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delivery.queue)
+            .into_iter()
+            .partition(|q| q.due <= now);
         self.delivery.queue = rest;
         // Batch items for the same URL and purpose, even from different subscriptions.
         let mut groups: Vec<((String, Purpose), Vec<QueuedItem>)> = vec![];
         for q in due {
-            match groups.iter_mut().find(|(k, v)| k.0 == q.url && k.1 == q.purpose && v.len() < self.cfg.max_batch_items) {
+            match groups.iter_mut().find(|(k, v)| {
+                k.0 == q.url && k.1 == q.purpose && v.len() < self.cfg.max_batch_items
+            }) {
                 Some((_, v)) => v.push(q),
                 None => groups.push(((q.url.clone(), q.purpose), vec![q])),
             }
         }
         for ((url, purpose), items) in groups {
-            let b = Batch { url, items, attempt: 0, first_at: now, due: now, purpose };
+            let b = Batch {
+                url,
+                items,
+                attempt: 0,
+                first_at: now,
+                due: now,
+                purpose,
+            };
             if self.cfg.duplicate_notifications {
                 self.send_batch(b.clone());
             }
             self.send_batch(b);
         }
-        let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delivery.retries).into_iter().partition(|b| b.due <= now);
+        let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delivery.retries)
+            .into_iter()
+            .partition(|b| b.due <= now);
         self.delivery.retries = rest;
         for b in due {
             self.send_batch(b);
@@ -151,8 +186,16 @@ impl Fake {
         let now_s = now / 1000;
         let tid = self.tenant_id.clone();
         let mode = self.cfg.validation_tokens;
-        let aud = if mode == ValidationTokenMode::WrongAudience { self.new_guid() } else { app_id.to_string() };
-        let (iat, exp) = if mode == ValidationTokenMode::Expired { (now_s - 7200, now_s - 3600) } else { (now_s, now_s + 3600) };
+        let aud = if mode == ValidationTokenMode::WrongAudience {
+            self.new_guid()
+        } else {
+            app_id.to_string()
+        };
+        let (iat, exp) = if mode == ValidationTokenMode::Expired {
+            (now_s - 7200, now_s - 3600)
+        } else {
+            (now_s, now_s + 3600)
+        };
         let mut claims = json!({"aud": aud, "iat": iat, "nbf": iat, "exp": exp, "tid": tid, "oid": self.new_guid()});
         if self.cfg.validation_token_v1 {
             claims["iss"] = json!(format!("https://sts.windows.net/{tid}/"));
@@ -182,20 +225,55 @@ impl Fake {
             items.reverse();
         }
         let mut body = json!({ "value": items });
-        let apps: BTreeSet<String> = b.items.iter().filter(|q| q.rich).map(|q| q.app_id.clone()).collect();
+        let apps: BTreeSet<String> = b
+            .items
+            .iter()
+            .filter(|q| q.rich)
+            .map(|q| q.app_id.clone())
+            .collect();
         if !apps.is_empty() {
-            body["validationTokens"] = if self.cfg.validation_tokens == ValidationTokenMode::Null { Value::Null } else { json!(apps.iter().map(|a| self.validation_token(a)).collect::<Vec<_>>()) };
+            body["validationTokens"] = if self.cfg.validation_tokens == ValidationTokenMode::Null {
+                Value::Null
+            } else {
+                json!(
+                    apps.iter()
+                        .map(|a| self.validation_token(a))
+                        .collect::<Vec<_>>()
+                )
+            };
         }
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
-        let headers = vec![("Content-Type".to_string(), "application/json; charset=utf-8".to_string())];
-        let id = self.emit(b.purpose, b.url.clone(), headers, bytes, self.cfg.retry_timeout_ms);
+        let headers = vec![(
+            "Content-Type".to_string(),
+            "application/json; charset=utf-8".to_string(),
+        )];
+        let id = self.emit(
+            b.purpose,
+            b.url.clone(),
+            headers,
+            bytes,
+            self.cfg.retry_timeout_ms,
+        );
         self.delivery.inflight.insert(id, b);
     }
 
     fn record_sample(&mut self, url: &str, elapsed: i64, timed_out: bool) {
         let now = self.now();
-        let (win, min, ack, rto) = (self.cfg.health_window_ms, self.cfg.health_min_samples, self.cfg.ack_window_ms, self.cfg.retry_timeout_ms);
-        let h = self.delivery.health.entry(url.to_string()).or_insert(Health { samples: vec![], state: HealthState::Normal, until: 0 });
+        let (win, min, ack, rto) = (
+            self.cfg.health_window_ms,
+            self.cfg.health_min_samples,
+            self.cfg.ack_window_ms,
+            self.cfg.retry_timeout_ms,
+        );
+        let h = self
+            .delivery
+            .health
+            .entry(url.to_string())
+            .or_insert(Health {
+                samples: vec![],
+                state: HealthState::Normal,
+                until: 0,
+            });
         h.samples.retain(|s| now - s.0 < win);
         h.samples.push((now, elapsed, timed_out));
         if h.until <= now {
@@ -218,14 +296,25 @@ impl Fake {
     }
 
     pub(crate) fn delivery_result(&mut self, id: u64, res: OutboundResult) {
-        let Some(mut b) = self.delivery.inflight.remove(&id) else { return };
+        let Some(mut b) = self.delivery.inflight.remove(&id) else {
+            return;
+        };
         let now = self.now();
         let (ok, status) = match &res {
-            OutboundResult::Status { status, elapsed_ms, .. } => {
+            OutboundResult::Status {
+                status, elapsed_ms, ..
+            } => {
                 self.record_sample(&b.url, *elapsed_ms, false);
                 // Delivered = 2xx within the ack window; retries get the longer timeout.
-                let window = if b.attempt == 0 { self.cfg.ack_window_ms } else { self.cfg.retry_timeout_ms };
-                ((200..300).contains(status) && *elapsed_ms <= window, Some(*status))
+                let window = if b.attempt == 0 {
+                    self.cfg.ack_window_ms
+                } else {
+                    self.cfg.retry_timeout_ms
+                };
+                (
+                    (200..300).contains(status) && *elapsed_ms <= window,
+                    Some(*status),
+                )
             }
             OutboundResult::Timeout => {
                 self.record_sample(&b.url, self.cfg.retry_timeout_ms + 1, true);
@@ -235,16 +324,40 @@ impl Fake {
         };
         let n = b.items.len();
         if ok {
-            self.delivery.log.push(DeliveryRecord { at_ms: now, url: b.url, attempt: b.attempt, items: n, outcome: "delivered".into(), status });
+            self.delivery.log.push(DeliveryRecord {
+                at_ms: now,
+                url: b.url,
+                attempt: b.attempt,
+                items: n,
+                outcome: "delivered".into(),
+                status,
+            });
             return;
         }
         b.attempt += 1;
-        let delay = self.cfg.retry_base_ms.saturating_mul(1i64 << (b.attempt - 1).min(20));
+        let delay = self
+            .cfg
+            .retry_base_ms
+            .saturating_mul(1i64 << (b.attempt - 1).min(20));
         if now + delay - b.first_at > self.cfg.retry_horizon_ms {
-            self.delivery.log.push(DeliveryRecord { at_ms: now, url: b.url, attempt: b.attempt - 1, items: n, outcome: "discarded".into(), status });
+            self.delivery.log.push(DeliveryRecord {
+                at_ms: now,
+                url: b.url,
+                attempt: b.attempt - 1,
+                items: n,
+                outcome: "discarded".into(),
+                status,
+            });
             return;
         }
-        self.delivery.log.push(DeliveryRecord { at_ms: now, url: b.url.clone(), attempt: b.attempt - 1, items: n, outcome: "retry".into(), status });
+        self.delivery.log.push(DeliveryRecord {
+            at_ms: now,
+            url: b.url.clone(),
+            attempt: b.attempt - 1,
+            items: n,
+            outcome: "retry".into(),
+            status,
+        });
         b.due = now + delay;
         self.delivery.retries.push(b);
     }

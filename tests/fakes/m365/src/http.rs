@@ -18,7 +18,11 @@ pub struct Request {
 impl Request {
     /// Build a request.
     pub fn new(method: &str, target: &str) -> Self {
-        Self { method: method.to_string(), target: target.to_string(), ..Default::default() }
+        Self {
+            method: method.to_string(),
+            target: target.to_string(),
+            ..Default::default()
+        }
     }
     /// Add a header (builder style).
     pub fn header(mut self, name: &str, value: &str) -> Self {
@@ -41,7 +45,10 @@ impl Request {
     }
     /// First header value with this name.
     pub fn get_header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     /// Path without query.
     pub fn path(&self) -> &str {
@@ -57,7 +64,10 @@ impl Request {
     }
     /// First decoded query parameter with this name.
     pub fn q(&self, name: &str) -> Option<String> {
-        self.query().into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+        self.query()
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
     }
     /// Body parsed as JSON.
     pub fn json_body(&self) -> Option<Value> {
@@ -87,7 +97,10 @@ impl Response {
     }
     /// Empty response.
     pub fn empty(status: u16) -> Self {
-        Self { status, ..Default::default() }
+        Self {
+            status,
+            ..Default::default()
+        }
     }
     /// Plain-text response.
     pub fn text(status: u16, s: &str) -> Self {
@@ -104,7 +117,10 @@ impl Response {
     }
     /// First header value with this name.
     pub fn get_header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     /// Body as JSON (Null if not JSON).
     pub fn body_json(&self) -> Value {
@@ -134,7 +150,9 @@ pub fn pct_decode(s: &str, plus_space: bool) -> String {
         match b[i] {
             b'+' if plus_space => out.push(b' '),
             b'%' if i + 2 < b.len() => {
-                let h = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let h = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match h {
                     Some(v) => {
                         out.push(v);
@@ -165,7 +183,13 @@ pub fn pct_encode(s: &str) -> String {
 }
 
 /// Graph's error envelope.
-pub fn graph_error_body(code: &str, message: &str, date: &str, request_id: &str, client_request_id: &str) -> Value {
+pub fn graph_error_body(
+    code: &str,
+    message: &str,
+    date: &str,
+    request_id: &str,
+    client_request_id: &str,
+) -> Value {
     json!({"error": {"code": code, "message": message, "innerError": {
         "date": date, "request-id": request_id, "client-request-id": client_request_id}}})
 }

@@ -15,7 +15,10 @@ use fake_m365::{Cloud, Config, Fake};
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let mut opts = ServerOptions { ca_out: Some("fake-m365-ca.pem".into()), ..Default::default() };
+    let mut opts = ServerOptions {
+        ca_out: Some("fake-m365-ca.pem".into()),
+        ..Default::default()
+    };
     let mut cfg = Config::default();
     let mut populate = 0usize;
     let mut seed = 1u64;
@@ -42,7 +45,9 @@ async fn main() -> Result<()> {
                 }
             }
             "-h" | "--help" => {
-                println!("fake-m365 [--listen ADDR] [--control ADDR] [--ca-out FILE] [--trust-ca FILE]... [--name DNS]... [--populate N] [--seed S] [--cloud C] [--allow-http-loopback] [--config FILE]");
+                println!(
+                    "fake-m365 [--listen ADDR] [--control ADDR] [--ca-out FILE] [--trust-ca FILE]... [--name DNS]... [--populate N] [--seed S] [--cloud C] [--allow-http-loopback] [--config FILE]"
+                );
                 return Ok(());
             }
             other => bail!("unknown argument {other}"),
@@ -56,7 +61,10 @@ async fn main() -> Result<()> {
     let tenant = fake.tenant_id().to_string();
     let ca = opts.ca_out.clone();
     let srv = start(fake, opts).await?;
-    println!("{}", serde_json::json!({"url": srv.url, "controlUrl": srv.control_url, "caFile": ca, "tenantId": tenant}));
+    println!(
+        "{}",
+        serde_json::json!({"url": srv.url, "controlUrl": srv.control_url, "caFile": ca, "tenantId": tenant})
+    );
     tokio::signal::ctrl_c().await?;
     srv.shutdown();
     Ok(())

@@ -155,7 +155,11 @@ impl P {
         t
     }
     fn expect(&mut self, t: Tok) -> Result<(), String> {
-        if self.next() == Some(t.clone()) { Ok(()) } else { Err(format!("expected {t:?}")) }
+        if self.next() == Some(t.clone()) {
+            Ok(())
+        } else {
+            Err(format!("expected {t:?}"))
+        }
     }
     fn kw(&self, k: &str) -> bool {
         matches!(self.peek(), Some(Tok::Word(w)) if w.eq_ignore_ascii_case(k))
@@ -211,7 +215,11 @@ impl P {
                         t => return Err(format!("expected string, got {t:?}")),
                     };
                     self.expect(Tok::RParen)?;
-                    return Ok(if lw == "startswith" { Expr::StartsWith(path, v) } else { Expr::EndsWith(path, v) });
+                    return Ok(if lw == "startswith" {
+                        Expr::StartsWith(path, v)
+                    } else {
+                        Expr::EndsWith(path, v)
+                    });
                 }
                 if let Some(path) = w.strip_suffix("/any").or_else(|| w.strip_suffix("/ANY")) {
                     self.expect(Tok::LParen)?;
@@ -229,7 +237,11 @@ impl P {
                         Some(Tok::Word(o)) => o.to_ascii_lowercase(),
                         t => return Err(format!("expected operator, got {t:?}")),
                     };
-                    let n = self.lit()?.text().parse::<i64>().map_err(|e| e.to_string())?;
+                    let n = self
+                        .lit()?
+                        .text()
+                        .parse::<i64>()
+                        .map_err(|e| e.to_string())?;
                     return Ok(Expr::Count(path.to_string(), op, n));
                 }
                 let op = match self.next() {
@@ -280,7 +292,10 @@ fn lookup<'a>(root: &'a Value, var: Option<(&str, &'a Value)>, path: &str) -> Op
 }
 
 fn get_ci<'a>(v: &'a Value, k: &str) -> Option<&'a Value> {
-    v.as_object()?.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v)
+    v.as_object()?
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(k))
+        .map(|(_, v)| v)
 }
 
 fn cmp_val(v: &Value, lit: &Lit) -> Option<std::cmp::Ordering> {
@@ -288,7 +303,11 @@ fn cmp_val(v: &Value, lit: &Lit) -> Option<std::cmp::Ordering> {
         (Value::Null, Lit::Bare(b)) if b == "null" => Some(std::cmp::Ordering::Equal),
         (Value::Null, _) => None,
         (Value::Bool(x), Lit::Bare(b)) => Some(x.to_string().cmp(&b.to_ascii_lowercase())),
-        (Value::Number(n), l) => l.text().parse::<f64>().ok().and_then(|x| n.as_f64()?.partial_cmp(&x)),
+        (Value::Number(n), l) => l
+            .text()
+            .parse::<f64>()
+            .ok()
+            .and_then(|x| n.as_f64()?.partial_cmp(&x)),
         (Value::String(s), l) => Some(s.to_lowercase().cmp(&l.text().to_lowercase())),
         _ => None,
     }
@@ -322,11 +341,24 @@ fn eval_in(e: &Expr, root: &Value, var: Option<(&str, &Value)>) -> bool {
             let v = lookup(root, var, p).cloned().unwrap_or(Value::Null);
             items.iter().any(|l| cmp_val(&v, l) == Some(Equal))
         }
-        Expr::StartsWith(p, s) => lookup(root, var, p).and_then(Value::as_str).is_some_and(|v| v.to_lowercase().starts_with(&s.to_lowercase())),
-        Expr::EndsWith(p, s) => lookup(root, var, p).and_then(Value::as_str).is_some_and(|v| v.to_lowercase().ends_with(&s.to_lowercase())),
-        Expr::Any(p, v, body) => lookup(root, var, p).and_then(Value::as_array).is_some_and(|arr| arr.iter().any(|el| eval_in(body, root, Some((v.as_str(), el))))),
+        Expr::StartsWith(p, s) => lookup(root, var, p)
+            .and_then(Value::as_str)
+            .is_some_and(|v| v.to_lowercase().starts_with(&s.to_lowercase())),
+        Expr::EndsWith(p, s) => lookup(root, var, p)
+            .and_then(Value::as_str)
+            .is_some_and(|v| v.to_lowercase().ends_with(&s.to_lowercase())),
+        Expr::Any(p, v, body) => {
+            lookup(root, var, p)
+                .and_then(Value::as_array)
+                .is_some_and(|arr| {
+                    arr.iter()
+                        .any(|el| eval_in(body, root, Some((v.as_str(), el))))
+                })
+        }
         Expr::Count(p, op, n) => {
-            let c = lookup(root, var, p).and_then(Value::as_array).map_or(0, |a| a.len() as i64);
+            let c = lookup(root, var, p)
+                .and_then(Value::as_array)
+                .map_or(0, |a| a.len() as i64);
             match op.as_str() {
                 "eq" => c == *n,
                 "ne" => c != *n,
@@ -369,11 +401,17 @@ pub fn parse_search(s: &str, require_prop: bool) -> Result<Search, String> {
         let Some(inner) = r.strip_prefix('"') else {
             return Err("Syntax error: $search values must be enclosed in double quotes.".into());
         };
-        let Some(end) = inner.find('"') else { return Err("Syntax error: unterminated quote in $search.".into()) };
+        let Some(end) = inner.find('"') else {
+            return Err("Syntax error: unterminated quote in $search.".into());
+        };
         let clause = &inner[..end];
         let (prop, term) = match clause.split_once(':') {
             Some((p, t)) => (Some(p.trim().to_string()), t.trim().to_string()),
-            None if require_prop => return Err("Syntax error: $search clause must be of the form \"property:term\".".into()),
+            None if require_prop => {
+                return Err(
+                    "Syntax error: $search clause must be of the form \"property:term\".".into(),
+                );
+            }
             None => (None, clause.trim().to_string()),
         };
         clauses.push(SearchClause { prop, term });
@@ -397,14 +435,20 @@ pub fn parse_search(s: &str, require_prop: bool) -> Result<Search, String> {
 }
 
 fn tokens(s: &str) -> Vec<String> {
-    s.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).map(str::to_lowercase).collect()
+    s.split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .map(str::to_lowercase)
+        .collect()
 }
 
 /// Tokenized prefix match: every token of `term` prefixes some token of `value`.
 pub fn token_prefix_match(value: &str, term: &str) -> bool {
     let vt = tokens(value);
     let tt = tokens(term);
-    !tt.is_empty() && tt.iter().all(|t| vt.iter().any(|v| v.starts_with(t.as_str())))
+    !tt.is_empty()
+        && tt
+            .iter()
+            .all(|t| vt.iter().any(|v| v.starts_with(t.as_str())))
 }
 
 impl Search {
@@ -419,12 +463,21 @@ impl Search {
                 let v = get_ci(obj, p);
                 match v {
                     Some(Value::String(s)) => token_prefix_match(s, &c.term),
-                    Some(Value::Array(a)) => a.iter().any(|x| x.as_str().is_some_and(|s| token_prefix_match(s, &c.term)) || get_ci(x, "address").and_then(Value::as_str).is_some_and(|s| token_prefix_match(s, &c.term))),
+                    Some(Value::Array(a)) => a.iter().any(|x| {
+                        x.as_str().is_some_and(|s| token_prefix_match(s, &c.term))
+                            || get_ci(x, "address")
+                                .and_then(Value::as_str)
+                                .is_some_and(|s| token_prefix_match(s, &c.term))
+                    }),
                     _ => false,
                 }
             })
         };
-        if self.all { self.clauses.iter().all(one) } else { self.clauses.iter().any(one) }
+        if self.all {
+            self.clauses.iter().all(one)
+        } else {
+            self.clauses.iter().any(one)
+        }
     }
 }
 
@@ -437,13 +490,39 @@ mod tests {
     fn filters_parse_and_evaluate() {
         let u = json!({"displayName": "Adele Vance", "mail": "AdeleV@contoso.com", "accountEnabled": true,
                        "assignedPlans": [{"servicePlanId": "57ff2da0-773e-42df-b2af-ffb7a2317929", "capabilityStatus": "Enabled"}]});
-        assert!(eval(&parse_filter("startswith(displayName,'ad')").unwrap(), &u));
-        assert!(eval(&parse_filter("accountEnabled eq true and mail eq 'adelev@contoso.com'").unwrap(), &u));
-        assert!(eval(&parse_filter("assignedPlans/any(p:p/servicePlanId eq 57ff2da0-773e-42df-b2af-ffb7a2317929)").unwrap(), &u));
+        assert!(eval(
+            &parse_filter("startswith(displayName,'ad')").unwrap(),
+            &u
+        ));
+        assert!(eval(
+            &parse_filter("accountEnabled eq true and mail eq 'adelev@contoso.com'").unwrap(),
+            &u
+        ));
+        assert!(eval(
+            &parse_filter(
+                "assignedPlans/any(p:p/servicePlanId eq 57ff2da0-773e-42df-b2af-ffb7a2317929)"
+            )
+            .unwrap(),
+            &u
+        ));
         let e = parse_filter("id in ('a','b')").unwrap();
-        assert_eq!(e, Expr::In("id".into(), vec![Lit::Str("a".into()), Lit::Str("b".into())]));
-        assert!(parse_filter("endswith(mail,'contoso.com')").unwrap().is_advanced());
-        assert!(parse_filter("emailAddresses/any(a:startswith(a/address,'g'))").unwrap().startswith_in_any());
+        assert_eq!(
+            e,
+            Expr::In(
+                "id".into(),
+                vec![Lit::Str("a".into()), Lit::Str("b".into())]
+            )
+        );
+        assert!(
+            parse_filter("endswith(mail,'contoso.com')")
+                .unwrap()
+                .is_advanced()
+        );
+        assert!(
+            parse_filter("emailAddresses/any(a:startswith(a/address,'g'))")
+                .unwrap()
+                .startswith_in_any()
+        );
     }
 
     #[test]

@@ -87,8 +87,21 @@ impl PresenceBook {
     }
 }
 
-const SET_PAIRS: &[(&str, &str)] = &[("Available", "Available"), ("Busy", "InACall"), ("Busy", "InAConferenceCall"), ("Away", "Away"), ("DoNotDisturb", "Presenting")];
-const PREFERRED_PAIRS: &[(&str, &str)] = &[("Available", "Available"), ("Busy", "Busy"), ("DoNotDisturb", "DoNotDisturb"), ("BeRightBack", "BeRightBack"), ("Away", "Away"), ("Offline", "OffWork")];
+const SET_PAIRS: &[(&str, &str)] = &[
+    ("Available", "Available"),
+    ("Busy", "InACall"),
+    ("Busy", "InAConferenceCall"),
+    ("Away", "Away"),
+    ("DoNotDisturb", "Presenting"),
+];
+const PREFERRED_PAIRS: &[(&str, &str)] = &[
+    ("Available", "Available"),
+    ("Busy", "Busy"),
+    ("DoNotDisturb", "DoNotDisturb"),
+    ("BeRightBack", "BeRightBack"),
+    ("Away", "Away"),
+    ("Offline", "OffWork"),
+];
 
 fn rank(availability: &str) -> u8 {
     match availability {
@@ -102,7 +115,10 @@ fn rank(availability: &str) -> u8 {
 }
 
 fn pair_ok(pairs: &[(&str, &str)], a: &str, b: &str) -> Option<(String, String)> {
-    pairs.iter().find(|(x, y)| x.eq_ignore_ascii_case(a) && y.eq_ignore_ascii_case(b)).map(|(x, y)| (x.to_string(), y.to_string()))
+    pairs
+        .iter()
+        .find(|(x, y)| x.eq_ignore_ascii_case(a) && y.eq_ignore_ascii_case(b))
+        .map(|(x, y)| (x.to_string(), y.to_string()))
 }
 
 /// The aggregation rules of graph.md 4.5/4.7/4.9: expired sessions are gone; an Available app
@@ -110,7 +126,11 @@ fn pair_ok(pairs: &[(&str, &str)], a: &str, b: &str) -> Option<(String, String)>
 /// no session ⇒ Offline/Offline; preferred presence wins while a session exists; otherwise
 /// DoNotDisturb > Busy > Available > Away, ties to the most recent session.
 pub fn aggregate(st: &PresenceState, now: i64, fade: i64) -> (String, String) {
-    let live: Vec<&Session> = st.sessions.values().filter(|s| s.expires_at > now).collect();
+    let live: Vec<&Session> = st
+        .sessions
+        .values()
+        .filter(|s| s.expires_at > now)
+        .collect();
     if live.is_empty() {
         return ("Offline".into(), "Offline".into());
     }
@@ -143,7 +163,13 @@ pub fn aggregate(st: &PresenceState, now: i64, fade: i64) -> (String, String) {
 
 impl Fake {
     fn presence_state(&mut self, uid: &str) -> &mut PresenceState {
-        self.presence.users.entry(uid.to_string()).or_insert_with(|| PresenceState { published: ("Offline".into(), "Offline".into()), ..Default::default() })
+        self.presence
+            .users
+            .entry(uid.to_string())
+            .or_insert_with(|| PresenceState {
+                published: ("Offline".into(), "Offline".into()),
+                ..Default::default()
+            })
     }
 
     /// Recompute a user's aggregate; publish (sequence + notifications) only if it changed.
@@ -172,7 +198,11 @@ impl Fake {
             .presence
             .users
             .iter()
-            .filter(|(_, st)| (!st.sessions.is_empty() || st.preferred.is_some()) && aggregate(st, now, fade) != st.published || st.sessions.values().any(|s| s.expires_at <= now))
+            .filter(|(_, st)| {
+                (!st.sessions.is_empty() || st.preferred.is_some())
+                    && aggregate(st, now, fade) != st.published
+                    || st.sessions.values().any(|s| s.expires_at <= now)
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for u in stale {
@@ -181,11 +211,26 @@ impl Fake {
     }
 
     /// The Teams client of `user` sets its presence (control API): a session that never fades.
-    pub fn teams_client_presence(&mut self, user: &str, session: Option<&str>, availability: &str, activity: &str) -> Result<(), String> {
+    pub fn teams_client_presence(
+        &mut self,
+        user: &str,
+        session: Option<&str>,
+        availability: &str,
+        activity: &str,
+    ) -> Result<(), String> {
         let uid = self.resolve_user(user).map_err(|e| e.message)?;
         let now = self.now();
         let sid = session.unwrap_or("teams-desktop").to_string();
-        self.presence_state(&uid).sessions.insert(sid, Session { availability: availability.into(), activity: activity.into(), expires_at: i64::MAX, last_set: now, teams_client: true });
+        self.presence_state(&uid).sessions.insert(
+            sid,
+            Session {
+                availability: availability.into(),
+                activity: activity.into(),
+                expires_at: i64::MAX,
+                last_set: now,
+                teams_client: true,
+            },
+        );
         self.presence_changed(&uid);
         Ok(())
     }
@@ -193,7 +238,9 @@ impl Fake {
     /// A Teams client signs out.
     pub fn teams_client_signout(&mut self, user: &str, session: Option<&str>) {
         if let Ok(uid) = self.resolve_user(user) {
-            self.presence_state(&uid).sessions.remove(session.unwrap_or("teams-desktop"));
+            self.presence_state(&uid)
+                .sessions
+                .remove(session.unwrap_or("teams-desktop"));
             self.presence_changed(&uid);
         }
     }
@@ -210,7 +257,13 @@ impl Fake {
     pub fn current_presence(&mut self, user: &str) -> Option<(String, String)> {
         let uid = self.resolve_user(user).ok()?;
         self.presence_changed(&uid);
-        Some(self.presence.users.get(&uid).map(|s| s.published.clone()).unwrap_or(("Offline".into(), "Offline".into())))
+        Some(
+            self.presence
+                .users
+                .get(&uid)
+                .map(|s| s.published.clone())
+                .unwrap_or(("Offline".into(), "Offline".into())),
+        )
     }
 
     /// Full presence state of a user (control API read-back).
@@ -245,32 +298,76 @@ impl Fake {
     }
 
     pub(crate) fn get_presence(&mut self, id: &str, caller: &Caller, me: bool) -> GResult {
-        let ok = if me { caller.has(&["Presence.Read", "Presence.Read.All", "Presence.ReadWrite", "Presence.ReadWrite.All"], &[]) } else { caller.has(&["Presence.Read.All", "Presence.ReadWrite.All"], &["Presence.Read.All", "Presence.ReadWrite.All"]) };
+        let ok = if me {
+            caller.has(
+                &[
+                    "Presence.Read",
+                    "Presence.Read.All",
+                    "Presence.ReadWrite",
+                    "Presence.ReadWrite.All",
+                ],
+                &[],
+            )
+        } else {
+            caller.has(
+                &["Presence.Read.All", "Presence.ReadWrite.All"],
+                &["Presence.Read.All", "Presence.ReadWrite.All"],
+            )
+        };
         if !ok {
             return Err(forbidden(false, caller));
         }
-        let uid = self.resolve_user(id).map_err(|_| gerr(404, "NotFound", "The requested user is not found."))?;
+        let uid = self
+            .resolve_user(id)
+            .map_err(|_| gerr(404, "NotFound", "The requested user is not found."))?;
         let own = caller.user_id.as_deref() == Some(uid.as_str());
         let mut v = self.presence_json(&uid, own);
-        v["@odata.context"] = json!(format!("{}/v1.0/$metadata#users('{uid}')/presence/$entity", self.graph_base()));
+        v["@odata.context"] = json!(format!(
+            "{}/v1.0/$metadata#users('{uid}')/presence/$entity",
+            self.graph_base()
+        ));
         ok_json(v)
     }
 
     pub(crate) fn get_presences_by_user_id(&mut self, req: &Request, caller: &Caller) -> GResult {
-        if !caller.has(&["Presence.Read.All", "Presence.ReadWrite.All"], &["Presence.Read.All", "Presence.ReadWrite.All"]) {
+        if !caller.has(
+            &["Presence.Read.All", "Presence.ReadWrite.All"],
+            &["Presence.Read.All", "Presence.ReadWrite.All"],
+        ) {
             return Err(forbidden(false, caller));
         }
         if !self.cfg.cloud.presence_bulk_and_set() {
-            return Err(gerr(400, "BadRequest", "getPresencesByUserId is not supported in this national cloud."));
+            return Err(gerr(
+                400,
+                "BadRequest",
+                "getPresencesByUserId is not supported in this national cloud.",
+            ));
         }
-        let body = req.json_body().ok_or_else(|| gerr(400, "BadRequest", "Empty Payload. JSON content expected."))?;
-        let ids: Vec<String> = body["ids"].as_array().ok_or_else(|| gerr(400, "BadRequest", "The 'ids' parameter is required."))?.iter().filter_map(|v| v.as_str().map(str::to_string)).collect();
+        let body = req
+            .json_body()
+            .ok_or_else(|| gerr(400, "BadRequest", "Empty Payload. JSON content expected."))?;
+        let ids: Vec<String> = body["ids"]
+            .as_array()
+            .ok_or_else(|| gerr(400, "BadRequest", "The 'ids' parameter is required."))?
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
         if ids.len() > self.cfg.presence_max_ids {
-            return Err(gerr(400, "BadRequest", &format!("The number of ids exceeds the maximum of {}.", self.cfg.presence_max_ids)));
+            return Err(gerr(
+                400,
+                "BadRequest",
+                &format!(
+                    "The number of ids exceeds the maximum of {}.",
+                    self.cfg.presence_max_ids
+                ),
+            ));
         }
         let mut out = vec![];
         for id in ids {
-            let known = self.users.find(&id).map(|e| (e.user.id.clone(), e.user.teams_licensed));
+            let known = self
+                .users
+                .find(&id)
+                .map(|e| (e.user.id.clone(), e.user.teams_licensed));
             match (known, self.cfg.unknown_presence_ids) {
                 (Some((uid, true)), _) => {
                     let mut v = self.presence_json(&uid, false);
@@ -284,10 +381,18 @@ impl Fake {
                 (_, UnknownPresenceIds::PresenceUnknown) => out.push(json!({"id": id, "availability": "PresenceUnknown", "activity": "PresenceUnknown", "outOfOfficeSettings": {"message": null, "isOutOfOffice": false}})),
             }
         }
-        ok_json(json!({"@odata.context": format!("{}/v1.0/$metadata#Collection(microsoft.graph.presence)", self.graph_base()), "value": out}))
+        ok_json(
+            json!({"@odata.context": format!("{}/v1.0/$metadata#Collection(microsoft.graph.presence)", self.graph_base()), "value": out}),
+        )
     }
 
-    pub(crate) fn presence_action(&mut self, id: &str, action: &str, req: &Request, caller: &Caller) -> GResult {
+    pub(crate) fn presence_action(
+        &mut self,
+        id: &str,
+        action: &str,
+        req: &Request,
+        caller: &Caller,
+    ) -> GResult {
         if !caller.has(&["Presence.ReadWrite"], &["Presence.ReadWrite.All"]) {
             return Err(forbidden(false, caller));
         }
@@ -297,30 +402,59 @@ impl Fake {
             _ => cloud.presence_bulk_and_set(),
         };
         if !allowed {
-            return Err(gerr(400, "BadRequest", &format!("{action} is not supported in this national cloud.")));
+            return Err(gerr(
+                400,
+                "BadRequest",
+                &format!("{action} is not supported in this national cloud."),
+            ));
         }
-        let uid = self.resolve_user(id).map_err(|_| gerr(404, "NotFound", "The requested user is not found."))?;
+        let uid = self
+            .resolve_user(id)
+            .map_err(|_| gerr(404, "NotFound", "The requested user is not found."))?;
         let body = req.json_body().unwrap_or(json!({}));
         let s = |k: &str| body[k].as_str().unwrap_or("").to_string();
         let now = self.now();
         let dur = |default: i64| -> Result<i64, GraphErr> {
             match body["expirationDuration"].as_str() {
                 None => Ok(default),
-                Some(d) => parse_duration(d).ok_or_else(|| gerr(400, "InvalidArgument", "The provided [ExpirationDuration] is not a valid ISO-8601 duration.")),
+                Some(d) => parse_duration(d).ok_or_else(|| {
+                    gerr(
+                        400,
+                        "InvalidArgument",
+                        "The provided [ExpirationDuration] is not a valid ISO-8601 duration.",
+                    )
+                }),
             }
         };
         match action {
             "setPresence" => {
                 let sid = s("sessionId");
                 if !sid.eq_ignore_ascii_case(&caller.app_id) {
-                    return Err(gerr(400, "InvalidArgument", "The provided [SessionId] must be the application id of the caller."));
+                    return Err(gerr(
+                        400,
+                        "InvalidArgument",
+                        "The provided [SessionId] must be the application id of the caller.",
+                    ));
                 }
                 let (a, b) = pair_ok(SET_PAIRS, &s("availability"), &s("activity")).ok_or_else(|| gerr(400, "InvalidArgument", "The provided combination of [Availability] and [Activity] is not supported."))?;
                 let d = dur(300_000)?;
                 if !(300_000..=14_400_000).contains(&d) {
-                    return Err(gerr(400, "InvalidArgument", "The provided [ExpirationDuration] is out of range."));
+                    return Err(gerr(
+                        400,
+                        "InvalidArgument",
+                        "The provided [ExpirationDuration] is out of range.",
+                    ));
                 }
-                self.presence_state(&uid).sessions.insert(sid.to_lowercase(), Session { availability: a, activity: b, expires_at: now + d, last_set: now, teams_client: false });
+                self.presence_state(&uid).sessions.insert(
+                    sid.to_lowercase(),
+                    Session {
+                        availability: a,
+                        activity: b,
+                        expires_at: now + d,
+                        last_set: now,
+                        teams_client: false,
+                    },
+                );
             }
             "clearPresence" => {
                 let sid = s("sessionId").to_lowercase();
@@ -330,9 +464,17 @@ impl Fake {
             }
             "setUserPreferredPresence" => {
                 let (a, b) = pair_ok(PREFERRED_PAIRS, &s("availability"), &s("activity")).ok_or_else(|| gerr(400, "InvalidArgument", "The provided combination of [Availability] and [Activity] is not supported."))?;
-                let default = if a == "DoNotDisturb" || a == "Busy" { 86_400_000 } else { 7 * 86_400_000 };
+                let default = if a == "DoNotDisturb" || a == "Busy" {
+                    86_400_000
+                } else {
+                    7 * 86_400_000
+                };
                 let d = dur(default)?;
-                self.presence_state(&uid).preferred = Some(Preferred { availability: a, activity: b, expires_at: now + d });
+                self.presence_state(&uid).preferred = Some(Preferred {
+                    availability: a,
+                    activity: b,
+                    expires_at: now + d,
+                });
             }
             "clearUserPreferredPresence" => {
                 self.presence_state(&uid).preferred = None;
@@ -347,7 +489,13 @@ impl Fake {
                 }
                 self.presence_state(&uid).status_message = Some((m, now));
             }
-            _ => return Err(gerr(400, "BadRequest", &format!("Unknown presence action '{action}'."))),
+            _ => {
+                return Err(gerr(
+                    400,
+                    "BadRequest",
+                    &format!("Unknown presence action '{action}'."),
+                ));
+            }
         }
         self.presence_changed(&uid);
         Ok(Reply::Resp(Response::empty(200)))
@@ -359,20 +507,44 @@ mod tests {
     use super::*;
 
     fn sess(a: &str, b: &str, t: i64, teams: bool) -> Session {
-        Session { availability: a.into(), activity: b.into(), expires_at: t + 3_600_000, last_set: t, teams_client: teams }
+        Session {
+            availability: a.into(),
+            activity: b.into(),
+            expires_at: t + 3_600_000,
+            last_set: t,
+            teams_client: teams,
+        }
     }
 
     #[test]
     fn aggregation_precedence_dnd_busy_available_away() {
         let mut st = PresenceState::default();
-        st.sessions.insert("teams".into(), sess("Available", "Available", 0, true));
-        st.sessions.insert("app".into(), sess("Busy", "InACall", 0, false));
-        assert_eq!(aggregate(&st, 1, 300_000), ("Busy".into(), "InACall".into()));
-        st.sessions.insert("teams".into(), sess("DoNotDisturb", "Presenting", 0, true));
+        st.sessions
+            .insert("teams".into(), sess("Available", "Available", 0, true));
+        st.sessions
+            .insert("app".into(), sess("Busy", "InACall", 0, false));
+        assert_eq!(
+            aggregate(&st, 1, 300_000),
+            ("Busy".into(), "InACall".into())
+        );
+        st.sessions
+            .insert("teams".into(), sess("DoNotDisturb", "Presenting", 0, true));
         assert_eq!(aggregate(&st, 1, 300_000).0, "DoNotDisturb");
-        st.preferred = Some(Preferred { availability: "Available".into(), activity: "Available".into(), expires_at: 10_000 });
-        assert_eq!(aggregate(&st, 1, 300_000).0, "Available", "preferred beats sessions");
+        st.preferred = Some(Preferred {
+            availability: "Available".into(),
+            activity: "Available".into(),
+            expires_at: 10_000,
+        });
+        assert_eq!(
+            aggregate(&st, 1, 300_000).0,
+            "Available",
+            "preferred beats sessions"
+        );
         st.sessions.clear();
-        assert_eq!(aggregate(&st, 1, 300_000).0, "Offline", "preferred needs a session");
+        assert_eq!(
+            aggregate(&st, 1, 300_000).0,
+            "Offline",
+            "preferred needs a session"
+        );
     }
 }

@@ -28,7 +28,10 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
     }
 }
 
@@ -49,25 +52,49 @@ impl TestCa {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let cert = params.self_signed(&key)?;
-        Ok(Self { pem: cert.pem(), der: cert.der().clone(), key, params })
+        Ok(Self {
+            pem: cert.pem(),
+            der: cert.der().clone(),
+            key,
+            params,
+        })
     }
 
     /// Issue a server certificate for `names` (DNS names or IP addresses): (chain, key).
-    pub fn issue(&self, names: &[&str]) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    pub fn issue(
+        &self,
+        names: &[&str],
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
         let key = KeyPair::generate()?;
-        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
-        p.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or("localhost"));
+        let mut p =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        p.distinguished_name.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("localhost"),
+        );
         let issuer = Issuer::from_params(&self.params, &self.key);
         let cert = p.signed_by(&key, &issuer)?;
-        Ok((vec![cert.der().clone(), self.der.clone()], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()))))
+        Ok((
+            vec![cert.der().clone(), self.der.clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        ))
     }
 
     /// A rustls server config presenting a certificate for `names`.
     pub fn server_config(&self, names: &[&str]) -> Result<Arc<rustls::ServerConfig>> {
         let (chain, key) = self.issue(names)?;
-        let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider())).with_safe_default_protocol_versions()?.with_no_client_auth().with_single_cert(chain, key)?;
+        let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(cfg))
     }
@@ -90,7 +117,13 @@ pub struct ServerOptions {
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:0".parse().expect("addr"), control_listen: "127.0.0.1:0".parse().expect("addr"), ca_out: None, trust_ca: vec![], names: vec![] }
+        Self {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            control_listen: "127.0.0.1:0".parse().expect("addr"),
+            ca_out: None,
+            trust_ca: vec![],
+            names: vec![],
+        }
     }
 }
 
@@ -129,15 +162,39 @@ fn resp_to_hyper(r: Response) -> hyper::Response<Full<Bytes>> {
     for (k, v) in &r.headers {
         b = b.header(k, v);
     }
-    b.body(Full::new(Bytes::from(r.body))).unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())))
+    b.body(Full::new(Bytes::from(r.body)))
+        .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())))
 }
 
 async fn to_request(req: hyper::Request<Incoming>) -> Request {
     let method = req.method().to_string();
-    let target = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_else(|| "/".into());
-    let headers = req.headers().iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
-    let body = req.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
-    Request { method, target, headers, body }
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "/".into());
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
+    Request {
+        method,
+        target,
+        headers,
+        body,
+    }
 }
 
 /// Start serving `fake` (its `graph_base` is set to the listening URL).
@@ -146,7 +203,13 @@ pub async fn start(mut fake: Fake, opts: ServerOptions) -> Result<RunningServer>
     if let Some(p) = &opts.ca_out {
         std::fs::write(p, &ca.pem).with_context(|| format!("writing CA to {}", p.display()))?;
     }
-    let mut names: Vec<&str> = vec!["localhost", "127.0.0.1", "::1", "login.microsoftonline.com", "graph.microsoft.com"];
+    let mut names: Vec<&str> = vec![
+        "localhost",
+        "127.0.0.1",
+        "::1",
+        "login.microsoftonline.com",
+        "graph.microsoft.com",
+    ];
     names.extend(opts.names.iter().map(String::as_str));
     let tls = tokio_rustls::TlsAcceptor::from(ca.server_config(&names)?);
     let listener = TcpListener::bind(opts.listen).await?;
@@ -167,7 +230,14 @@ pub async fn start(mut fake: Fake, opts: ServerOptions) -> Result<RunningServer>
             roots.add(c)?;
         }
     }
-    let client_cfg = Arc::new(rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider())).with_safe_default_protocol_versions()?.with_root_certificates(roots).with_no_client_auth());
+    let client_cfg = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    );
 
     let fake = Arc::new(Mutex::new(fake));
     let waiters: Waiters = Arc::new(Mutex::new(HashMap::new()));
@@ -179,10 +249,15 @@ pub async fn start(mut fake: Fake, opts: ServerOptions) -> Result<RunningServer>
         let (fake, waiters, wake) = (fake.clone(), waiters.clone(), wake.clone());
         tasks.push(tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
-                let (fake, waiters, wake, tls) = (fake.clone(), waiters.clone(), wake.clone(), tls.clone());
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (fake, waiters, wake, tls) =
+                    (fake.clone(), waiters.clone(), wake.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let Ok(stream) = tls.accept(tcp).await else { return };
+                    let Ok(stream) = tls.accept(tcp).await else {
+                        return;
+                    };
                     let svc = service_fn(move |req| {
                         let (fake, waiters, wake) = (fake.clone(), waiters.clone(), wake.clone());
                         async move {
@@ -202,7 +277,9 @@ pub async fn start(mut fake: Fake, opts: ServerOptions) -> Result<RunningServer>
                             Ok::<_, std::convert::Infallible>(resp_to_hyper(resp))
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         }));
@@ -213,20 +290,30 @@ pub async fn start(mut fake: Fake, opts: ServerOptions) -> Result<RunningServer>
         let (fake, wake) = (fake.clone(), wake.clone());
         tasks.push(tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = control.accept().await else { continue };
+                let Ok((tcp, _)) = control.accept().await else {
+                    continue;
+                };
                 let (fake, wake) = (fake.clone(), wake.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         let (fake, wake) = (fake.clone(), wake.clone());
                         async move {
                             let r = to_request(req).await;
-                            let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null);
-                            let (status, v) = fake.lock().expect("lock").control(&r.method, r.path(), body);
+                            let body: serde_json::Value =
+                                serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null);
+                            let (status, v) =
+                                fake.lock()
+                                    .expect("lock")
+                                    .control(&r.method, r.path(), body);
                             wake.notify_one();
-                            Ok::<_, std::convert::Infallible>(resp_to_hyper(Response::json(status, &v)))
+                            Ok::<_, std::convert::Infallible>(resp_to_hyper(Response::json(
+                                status, &v,
+                            )))
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
                 });
             }
         }));
@@ -260,7 +347,13 @@ pub async fn start(mut fake: Fake, opts: ServerOptions) -> Result<RunningServer>
         }));
     }
 
-    Ok(RunningServer { url, control_url, ca_pem: ca.pem, fake, tasks })
+    Ok(RunningServer {
+        url,
+        control_url,
+        ca_pem: ca.pem,
+        fake,
+        tasks,
+    })
 }
 
 /// Parse PEM certificates.
@@ -274,7 +367,10 @@ pub fn rustls_pemfile_certs(pem: &[u8]) -> Vec<CertificateDer<'static>> {
         if l == "-----BEGIN CERTIFICATE-----" {
             cur = Some(String::new());
         } else if l == "-----END CERTIFICATE-----" {
-            if let Some(b) = cur.take().and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok()) {
+            if let Some(b) = cur
+                .take()
+                .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+            {
                 out.push(CertificateDer::from(b));
             }
         } else if let Some(c) = cur.as_mut() {
@@ -288,35 +384,75 @@ pub fn rustls_pemfile_certs(pem: &[u8]) -> Vec<CertificateDer<'static>> {
 pub async fn perform(e: Outbound, cfg: Arc<rustls::ClientConfig>) -> OutboundResult {
     let start = Instant::now();
     let fut = async {
-        let uri: hyper::Uri = e.url.parse().map_err(|x: hyper::http::uri::InvalidUri| (false, x.to_string()))?;
+        let uri: hyper::Uri = e
+            .url
+            .parse()
+            .map_err(|x: hyper::http::uri::InvalidUri| (false, x.to_string()))?;
         let https = uri.scheme_str() == Some("https");
-        let host = uri.host().unwrap_or("localhost").trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = uri
+            .host()
+            .unwrap_or("localhost")
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(|x| (false, x.to_string()))?;
-        let mut b = hyper::Request::builder().method(e.method.as_str()).uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")).header("Host", uri.authority().map(|a| a.as_str()).unwrap_or(""));
+        let tcp = TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|x| (false, x.to_string()))?;
+        let mut b = hyper::Request::builder()
+            .method(e.method.as_str())
+            .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+            .header("Host", uri.authority().map(|a| a.as_str()).unwrap_or(""));
         for (k, v) in &e.headers {
             b = b.header(k, v);
         }
-        let req = b.body(Full::new(Bytes::from(e.body.clone()))).map_err(|x| (false, x.to_string()))?;
+        let req = b
+            .body(Full::new(Bytes::from(e.body.clone())))
+            .map_err(|x| (false, x.to_string()))?;
         let resp = if https {
             let name = ServerName::try_from(host.clone()).map_err(|x| (true, x.to_string()))?;
-            let tls = tokio_rustls::TlsConnector::from(cfg).connect(name, tcp).await.map_err(|x| (true, x.to_string()))?;
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|x| (false, x.to_string()))?;
+            let tls = tokio_rustls::TlsConnector::from(cfg)
+                .connect(name, tcp)
+                .await
+                .map_err(|x| (true, x.to_string()))?;
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(|x| (false, x.to_string()))?;
             tokio::spawn(conn);
-            send.send_request(req).await.map_err(|x| (false, x.to_string()))?
+            send.send_request(req)
+                .await
+                .map_err(|x| (false, x.to_string()))?
         } else {
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|x| (false, x.to_string()))?;
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                .await
+                .map_err(|x| (false, x.to_string()))?;
             tokio::spawn(conn);
-            send.send_request(req).await.map_err(|x| (false, x.to_string()))?
+            send.send_request(req)
+                .await
+                .map_err(|x| (false, x.to_string()))?
         };
         let status = resp.status().as_u16();
-        let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let body = resp.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes().to_vec())
+            .unwrap_or_default();
         Ok::<_, (bool, String)>((status, ct, body))
     };
     match tokio::time::timeout(Duration::from_millis(e.timeout_ms.max(1) as u64), fut).await {
         Err(_) => OutboundResult::Timeout,
         Ok(Err((tls, message))) => OutboundResult::Failed { tls, message },
-        Ok(Ok((status, content_type, body))) => OutboundResult::Status { status, content_type, body, elapsed_ms: start.elapsed().as_millis() as i64 },
+        Ok(Ok((status, content_type, body))) => OutboundResult::Status {
+            status,
+            content_type,
+            body,
+            elapsed_ms: start.elapsed().as_millis() as i64,
+        },
     }
 }

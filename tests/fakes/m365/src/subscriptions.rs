@@ -10,7 +10,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::clock::{iso_offset, iso_z, parse_iso};
-use crate::core::{Caller, Fake, GResult, GraphErr, OutboundResult, Purpose, Reply, gerr, ok_json, value_list};
+use crate::core::{
+    Caller, Fake, GResult, GraphErr, OutboundResult, Purpose, Reply, gerr, ok_json, value_list,
+};
 use crate::crypto::{cert_public_key, encrypt_content};
 use crate::delivery::QueuedItem;
 use crate::http::{Request, Response, pct_decode, pct_encode};
@@ -106,7 +108,10 @@ impl SubState {
     fn index(&mut self, s: &Subscription) {
         if let SubKind::Presence(ids) = &s.kind {
             for id in ids {
-                self.presence_watch.entry(id.clone()).or_default().insert(s.id.clone());
+                self.presence_watch
+                    .entry(id.clone())
+                    .or_default()
+                    .insert(s.id.clone());
             }
         }
     }
@@ -130,7 +135,9 @@ pub fn parse_resource(resource: &str, max_ids: usize) -> Result<SubKind, GraphEr
     let lower = r.to_lowercase();
     if let Some(q) = lower.strip_prefix("communications/presences?") {
         let orig_q = &r[r.len() - q.len()..];
-        let f = orig_q.strip_prefix("$filter=").ok_or_else(|| gerr(400, "BadRequest", "Invalid filter clause"))?;
+        let f = orig_q
+            .strip_prefix("$filter=")
+            .ok_or_else(|| gerr(400, "BadRequest", "Invalid filter clause"))?;
         let f = pct_decode(f, false);
         let e = parse_filter(&f).map_err(|_| gerr(400, "BadRequest", "Invalid filter clause"))?;
         let lits = match e {
@@ -151,18 +158,39 @@ pub fn parse_resource(resource: &str, max_ids: usize) -> Result<SubKind, GraphEr
             }
         }
         if ids.len() > max_ids {
-            return Err(gerr(400, "BadRequest", &format!("The number of presence ids ({}) exceeds the maximum of {max_ids}.", ids.len())));
+            return Err(gerr(
+                400,
+                "BadRequest",
+                &format!(
+                    "The number of presence ids ({}) exceeds the maximum of {max_ids}.",
+                    ids.len()
+                ),
+            ));
         }
         return Ok(SubKind::Presence(ids));
     }
     let segs: Vec<&str> = r.split('/').collect();
     match segs.as_slice() {
-        [c, p, id] if c.eq_ignore_ascii_case("communications") && p.eq_ignore_ascii_case("presences") => Ok(SubKind::Presence(vec![id.to_string()])),
-        [u, id, e] if u.eq_ignore_ascii_case("users") && e.eq_ignore_ascii_case("events") => Ok(SubKind::Events(id.to_string())),
-        [u, id, e] if u.eq_ignore_ascii_case("users") && e.eq_ignore_ascii_case("contacts") => Ok(SubKind::Contacts(id.to_string())),
-        [m, e] if m.eq_ignore_ascii_case("me") && e.eq_ignore_ascii_case("events") => Ok(SubKind::Events("me".into())),
+        [c, p, id]
+            if c.eq_ignore_ascii_case("communications") && p.eq_ignore_ascii_case("presences") =>
+        {
+            Ok(SubKind::Presence(vec![id.to_string()]))
+        }
+        [u, id, e] if u.eq_ignore_ascii_case("users") && e.eq_ignore_ascii_case("events") => {
+            Ok(SubKind::Events(id.to_string()))
+        }
+        [u, id, e] if u.eq_ignore_ascii_case("users") && e.eq_ignore_ascii_case("contacts") => {
+            Ok(SubKind::Contacts(id.to_string()))
+        }
+        [m, e] if m.eq_ignore_ascii_case("me") && e.eq_ignore_ascii_case("events") => {
+            Ok(SubKind::Events("me".into()))
+        }
         [u] if u.eq_ignore_ascii_case("users") => Ok(SubKind::Users),
-        _ => Err(gerr(400, "InvalidRequest", &format!("The resource '{resource}' is not supported by the fake."))),
+        _ => Err(gerr(
+            400,
+            "InvalidRequest",
+            &format!("The resource '{resource}' is not supported by the fake."),
+        )),
     }
 }
 
@@ -178,7 +206,11 @@ impl Fake {
         if url.starts_with("https://") || (self.cfg.allow_http_loopback && is_loopback_http(url)) {
             Ok(())
         } else {
-            Err(gerr(400, "ValidationError", &format!("The {what} must be HTTPS.")))
+            Err(gerr(
+                400,
+                "ValidationError",
+                &format!("The {what} must be HTTPS."),
+            ))
         }
     }
 
@@ -198,10 +230,20 @@ impl Fake {
 
     fn expiry(&self, v: &Value, kind: &SubKind, rich: bool) -> Result<i64, GraphErr> {
         let now = self.now();
-        let exp = v.as_str().and_then(parse_iso).ok_or_else(|| gerr(400, "BadRequest", "expirationDateTime is required and must be an ISO-8601 date-time."))?;
+        let exp = v.as_str().and_then(parse_iso).ok_or_else(|| {
+            gerr(
+                400,
+                "BadRequest",
+                "expirationDateTime is required and must be an ISO-8601 date-time.",
+            )
+        })?;
         let max = self.max_minutes(kind, rich);
         if exp > now + max * 60_000 {
-            return Err(gerr(400, "ExtensionError", &format!("Subscription expiration can only be {max} minutes in the future.")));
+            return Err(gerr(
+                400,
+                "ExtensionError",
+                &format!("Subscription expiration can only be {max} minutes in the future."),
+            ));
         }
         // Anything under the minimum is silently raised to it.
         Ok(exp.max(now + self.cfg.sub_min_min * 60_000))
@@ -228,21 +270,41 @@ impl Fake {
         match kind {
             SubKind::Presence(_) => {
                 if !self.cfg.cloud.presence_subscriptions() {
-                    return Err(gerr(400, "ExtensionError", "Presence subscriptions are not supported in this national cloud."));
+                    return Err(gerr(
+                        400,
+                        "ExtensionError",
+                        "Presence subscriptions are not supported in this national cloud.",
+                    ));
                 }
                 // Delegated only (graph.md 4.4).
-                if caller.is_app_only() || !caller.has(&["Presence.Read.All", "Presence.ReadWrite.All"], &[]) {
+                if caller.is_app_only()
+                    || !caller.has(&["Presence.Read.All", "Presence.ReadWrite.All"], &[])
+                {
                     return Err(gerr(403, "ExtensionError", PRESENCE_FORBIDDEN));
                 }
                 Ok(())
             }
             SubKind::Events(u) | SubKind::Contacts(u) => {
-                let (d, a) = if matches!(kind, SubKind::Events(_)) { (["Calendars.Read", "Calendars.ReadWrite"], ["Calendars.Read", "Calendars.ReadWrite"]) } else { (["Contacts.Read", "Contacts.ReadWrite"], ["Contacts.Read", "Contacts.ReadWrite"]) };
+                let (d, a) = if matches!(kind, SubKind::Events(_)) {
+                    (
+                        ["Calendars.Read", "Calendars.ReadWrite"],
+                        ["Calendars.Read", "Calendars.ReadWrite"],
+                    )
+                } else {
+                    (
+                        ["Contacts.Read", "Contacts.ReadWrite"],
+                        ["Contacts.Read", "Contacts.ReadWrite"],
+                    )
+                };
                 if !caller.has(&d, &a) {
                     return Err(gerr(403, "ExtensionError", PRESENCE_FORBIDDEN));
                 }
                 if !caller.is_app_only() {
-                    let own = u == "me" || self.users.find(u).is_some_and(|e| Some(e.user.id.as_str()) == caller.user_id.as_deref());
+                    let own = u == "me"
+                        || self
+                            .users
+                            .find(u)
+                            .is_some_and(|e| Some(e.user.id.as_str()) == caller.user_id.as_deref());
                     if !own {
                         return Err(gerr(403, "ExtensionError", PRESENCE_FORBIDDEN));
                     }
@@ -250,23 +312,46 @@ impl Fake {
                 Ok(())
             }
             SubKind::Users => {
-                if caller.has(&["User.Read.All", "Directory.Read.All"], &["User.Read.All", "Directory.Read.All"]) { Ok(()) } else { Err(gerr(403, "ExtensionError", PRESENCE_FORBIDDEN)) }
+                if caller.has(
+                    &["User.Read.All", "Directory.Read.All"],
+                    &["User.Read.All", "Directory.Read.All"],
+                ) {
+                    Ok(())
+                } else {
+                    Err(gerr(403, "ExtensionError", PRESENCE_FORBIDDEN))
+                }
             }
         }
     }
 
     pub(crate) fn create_subscription(&mut self, req: &Request, caller: &Caller) -> GResult {
-        let b = req.json_body().ok_or_else(|| gerr(400, "BadRequest", "Empty Payload. JSON content expected."))?;
+        let b = req
+            .json_body()
+            .ok_or_else(|| gerr(400, "BadRequest", "Empty Payload. JSON content expected."))?;
         let s = |k: &str| b[k].as_str().map(str::to_string);
-        let change_type = s("changeType").ok_or_else(|| gerr(400, "BadRequest", "changeType is required."))?;
-        let url = s("notificationUrl").ok_or_else(|| gerr(400, "BadRequest", "notificationUrl is required."))?;
-        let resource = s("resource").ok_or_else(|| gerr(400, "BadRequest", "resource is required."))?;
+        let change_type =
+            s("changeType").ok_or_else(|| gerr(400, "BadRequest", "changeType is required."))?;
+        let url = s("notificationUrl")
+            .ok_or_else(|| gerr(400, "BadRequest", "notificationUrl is required."))?;
+        let resource =
+            s("resource").ok_or_else(|| gerr(400, "BadRequest", "resource is required."))?;
         if resource.starts_with("http") {
-            return Err(gerr(400, "InvalidRequest", "The resource must be relative to the version root."));
+            return Err(gerr(
+                400,
+                "InvalidRequest",
+                "The resource must be relative to the version root.",
+            ));
         }
         let client_state = s("clientState");
-        if client_state.as_ref().is_some_and(|c| c.chars().count() > 128) {
-            return Err(gerr(400, "BadRequest", "clientState must be at most 128 characters."));
+        if client_state
+            .as_ref()
+            .is_some_and(|c| c.chars().count() > 128)
+        {
+            return Err(gerr(
+                400,
+                "BadRequest",
+                "clientState must be at most 128 characters.",
+            ));
         }
         self.check_url(&url, "notificationUrl")?;
         let lifecycle = s("lifecycleNotificationUrl");
@@ -281,43 +366,104 @@ impl Fake {
             _ => &["created", "updated", "deleted"],
         };
         if types.iter().any(|t| !allowed.contains(t)) {
-            return Err(gerr(400, "BadRequest", &format!("changeType '{change_type}' is not supported for this resource; allowed: {}.", allowed.join(","))));
+            return Err(gerr(
+                400,
+                "BadRequest",
+                &format!(
+                    "changeType '{change_type}' is not supported for this resource; allowed: {}.",
+                    allowed.join(",")
+                ),
+            ));
         }
         self.kind_permission(&kind, caller)?;
         // Resolve mailbox owners to object ids.
         if let SubKind::Events(u) | SubKind::Contacts(u) = &mut kind {
-            let id = if u == "me" { caller.user_id.clone().unwrap_or_default() } else { self.resolve_user(u)? };
+            let id = if u == "me" {
+                caller.user_id.clone().unwrap_or_default()
+            } else {
+                self.resolve_user(u)?
+            };
             *u = id;
         }
         let rich = b["includeResourceData"].as_bool().unwrap_or(false);
         let (cert, cert_id) = (s("encryptionCertificate"), s("encryptionCertificateId"));
         let cert_der = if rich {
             let (Some(c), Some(_)) = (&cert, &cert_id) else {
-                return Err(gerr(400, "BadRequest", "encryptionCertificate and encryptionCertificateId are required when includeResourceData is true."));
+                return Err(gerr(
+                    400,
+                    "BadRequest",
+                    "encryptionCertificate and encryptionCertificateId are required when includeResourceData is true.",
+                ));
             };
-            let der = STANDARD.decode(c.trim()).map_err(|_| gerr(400, "BadRequest", "encryptionCertificate is not valid base64."))?;
+            let der = STANDARD.decode(c.trim()).map_err(|_| {
+                gerr(
+                    400,
+                    "BadRequest",
+                    "encryptionCertificate is not valid base64.",
+                )
+            })?;
             cert_public_key(&der).map_err(|m| gerr(400, "BadRequest", &m))?;
             Some(der)
         } else {
             None
         };
         if cert_id.as_ref().is_some_and(|c| c.chars().count() > 128) {
-            return Err(gerr(400, "BadRequest", "encryptionCertificateId must be at most 128 characters."));
+            return Err(gerr(
+                400,
+                "BadRequest",
+                "encryptionCertificateId must be at most 128 characters.",
+            ));
         }
         let expiration = self.expiry(&b["expirationDateTime"], &kind, rich)?;
         // Conflicts.
         if let SubKind::Presence(_) = kind {
-            if self.subs.subs.values().chain(self.subs.pending.values().map(|p| &p.sub)).any(|x| matches!(x.kind, SubKind::Presence(_)) && x.application_id == caller.app_id && x.user_id == caller.user_id) {
+            if self
+                .subs
+                .subs
+                .values()
+                .chain(self.subs.pending.values().map(|p| &p.sub))
+                .any(|x| {
+                    matches!(x.kind, SubKind::Presence(_))
+                        && x.application_id == caller.app_id
+                        && x.user_id == caller.user_id
+                })
+            {
                 return Err(gerr(409, "ExtensionError", PRESENCE_CONFLICT));
             }
         }
-        if let Some(dup) = self.subs.subs.values().find(|x| x.application_id == caller.app_id && x.resource.trim_start_matches('/').eq_ignore_ascii_case(resource.trim_start_matches('/')) && x.change_type == change_type && x.notification_url == url) {
-            return Err(gerr(409, "Conflict", &format!("Subscription Id {} already exists for the requested combination", dup.id)));
+        if let Some(dup) = self.subs.subs.values().find(|x| {
+            x.application_id == caller.app_id
+                && x.resource
+                    .trim_start_matches('/')
+                    .eq_ignore_ascii_case(resource.trim_start_matches('/'))
+                && x.change_type == change_type
+                && x.notification_url == url
+        }) {
+            return Err(gerr(
+                409,
+                "Conflict",
+                &format!(
+                    "Subscription Id {} already exists for the requested combination",
+                    dup.id
+                ),
+            ));
         }
         if let SubKind::Events(u) = &kind {
-            let n = self.subs.subs.values().filter(|x| x.kind == SubKind::Events(u.clone())).count();
+            let n = self
+                .subs
+                .subs
+                .values()
+                .filter(|x| x.kind == SubKind::Events(u.clone()))
+                .count();
             if n >= self.cfg.event_subs_per_mailbox {
-                return Err(gerr(403, "ExtensionError", &format!("The maximum number of subscriptions ({}) for this mailbox has been reached.", self.cfg.event_subs_per_mailbox)));
+                return Err(gerr(
+                    403,
+                    "ExtensionError",
+                    &format!(
+                        "The maximum number of subscriptions ({}) for this mailbox has been reached.",
+                        self.cfg.event_subs_per_mailbox
+                    ),
+                ));
             }
         }
         let id = self.new_guid();
@@ -332,9 +478,13 @@ impl Fake {
             include_resource_data: rich,
             encryption_certificate_id: cert_id,
             encryption_certificate: cert_der,
-            latest_supported_tls_version: s("latestSupportedTlsVersion").unwrap_or_else(|| "v1_2".into()),
+            latest_supported_tls_version: s("latestSupportedTlsVersion")
+                .unwrap_or_else(|| "v1_2".into()),
             application_id: caller.app_id.clone(),
-            creator_id: caller.user_id.clone().unwrap_or_else(|| format!("sp-{}", caller.app_id)),
+            creator_id: caller
+                .user_id
+                .clone()
+                .unwrap_or_else(|| format!("sp-{}", caller.app_id)),
             user_id: caller.user_id.clone(),
             notification_url_app_id: s("notificationUrlAppId"),
             kind,
@@ -347,36 +497,91 @@ impl Fake {
             held: vec![],
         };
         // The handshake: POST {url}?validationToken=... to both URLs (twice if identical).
-        let token = format!("Validation: Testing client application reachability for subscription Request-Id: {}", self.new_guid());
+        let token = format!(
+            "Validation: Testing client application reachability for subscription Request-Id: {}",
+            self.new_guid()
+        );
         let ticket = self.next_id();
         let mut outstanding = HashSet::new();
         for u in std::iter::once(url).chain(lifecycle) {
             let sep = if u.contains('?') { '&' } else { '?' };
             let full = format!("{u}{sep}validationToken={}", pct_encode(&token));
-            let oid = self.emit(Purpose::Validation, full, vec![("Content-Type".into(), "text/plain; charset=utf-8".into())], vec![], self.cfg.validation_timeout_ms);
+            let oid = self.emit(
+                Purpose::Validation,
+                full,
+                vec![("Content-Type".into(), "text/plain; charset=utf-8".into())],
+                vec![],
+                self.cfg.validation_timeout_ms,
+            );
             self.subs.by_outbound.insert(oid, ticket);
             outstanding.insert(oid);
         }
-        let req_copy = Request { method: req.method.clone(), target: req.target.clone(), headers: req.headers.clone(), body: vec![] };
-        self.subs.pending.insert(ticket, PendingCreate { sub, outstanding, token, error: None, req: req_copy });
+        let req_copy = Request {
+            method: req.method.clone(),
+            target: req.target.clone(),
+            headers: req.headers.clone(),
+            body: vec![],
+        };
+        self.subs.pending.insert(
+            ticket,
+            PendingCreate {
+                sub,
+                outstanding,
+                token,
+                error: None,
+                req: req_copy,
+            },
+        );
         Ok(Reply::Pending(ticket))
     }
 
     pub(crate) fn validation_result(&mut self, oid: u64, res: OutboundResult) {
-        let Some(ticket) = self.subs.by_outbound.remove(&oid) else { return };
+        let Some(ticket) = self.subs.by_outbound.remove(&oid) else {
+            return;
+        };
         let timeout = self.cfg.validation_timeout_ms;
-        let Some(p) = self.subs.pending.get_mut(&ticket) else { return };
+        let Some(p) = self.subs.pending.get_mut(&ticket) else {
+            return;
+        };
         p.outstanding.remove(&oid);
         let err = match res {
-            OutboundResult::Timeout => Some(gerr(400, "InvalidRequest", "Subscription validation request timed out.")),
-            OutboundResult::Status { elapsed_ms, .. } if elapsed_ms > timeout => Some(gerr(400, "InvalidRequest", "Subscription validation request timed out.")),
-            OutboundResult::Failed { tls: true, .. } => Some(gerr(400, "InvalidRequest", "Subscription validation request failed. Could not establish trust relationship for the SSL/TLS secure channel.")),
-            OutboundResult::Failed { tls: false, .. } => Some(gerr(400, "ValidationError", "Subscription validation request failed. Notification endpoint must respond with 200 OK to validation request.")),
-            OutboundResult::Status { status, .. } if status != 200 => Some(gerr(400, "ValidationError", "Subscription validation request failed. Notification endpoint must respond with 200 OK to validation request.")),
-            OutboundResult::Status { content_type, body, .. } => {
-                let text_plain = content_type.as_deref().is_some_and(|c| c.to_ascii_lowercase().starts_with("text/plain"));
+            OutboundResult::Timeout => Some(gerr(
+                400,
+                "InvalidRequest",
+                "Subscription validation request timed out.",
+            )),
+            OutboundResult::Status { elapsed_ms, .. } if elapsed_ms > timeout => Some(gerr(
+                400,
+                "InvalidRequest",
+                "Subscription validation request timed out.",
+            )),
+            OutboundResult::Failed { tls: true, .. } => Some(gerr(
+                400,
+                "InvalidRequest",
+                "Subscription validation request failed. Could not establish trust relationship for the SSL/TLS secure channel.",
+            )),
+            OutboundResult::Failed { tls: false, .. } => Some(gerr(
+                400,
+                "ValidationError",
+                "Subscription validation request failed. Notification endpoint must respond with 200 OK to validation request.",
+            )),
+            OutboundResult::Status { status, .. } if status != 200 => Some(gerr(
+                400,
+                "ValidationError",
+                "Subscription validation request failed. Notification endpoint must respond with 200 OK to validation request.",
+            )),
+            OutboundResult::Status {
+                content_type, body, ..
+            } => {
+                let text_plain = content_type
+                    .as_deref()
+                    .is_some_and(|c| c.to_ascii_lowercase().starts_with("text/plain"));
                 if !text_plain || body != p.token.as_bytes() {
-                    Some(gerr(400, "ValidationError", "Subscription validation request failed. Response must exactly match validationToken query parameter."))
+                    Some(gerr(
+                        400,
+                        "ValidationError",
+                        "Subscription validation request failed. Response must exactly match validationToken query parameter.",
+                    ))
                 } else {
                     None
                 }
@@ -407,19 +612,44 @@ impl Fake {
         self.subs
             .subs
             .get(id)
-            .filter(|s| s.application_id == caller.app_id && (caller.is_app_only() || s.user_id == caller.user_id))
-            .ok_or_else(|| gerr(404, "ResourceNotFound", &format!("The object was not found. Subscription '{id}'.")))
+            .filter(|s| {
+                s.application_id == caller.app_id
+                    && (caller.is_app_only() || s.user_id == caller.user_id)
+            })
+            .ok_or_else(|| {
+                gerr(
+                    404,
+                    "ResourceNotFound",
+                    &format!("The object was not found. Subscription '{id}'."),
+                )
+            })
     }
 
     pub(crate) fn list_subscriptions(&mut self, caller: &Caller) -> GResult {
         if self.cfg.throttle_subscription_list {
-            let mut e = gerr(429, "TooManyRequests", "Too many requests from Identifier:West Europe under category:throttle.aad.ags.subscriptionservice.dc.list. Please try again later.");
+            let mut e = gerr(
+                429,
+                "TooManyRequests",
+                "Too many requests from Identifier:West Europe under category:throttle.aad.ags.subscriptionservice.dc.list. Please try again later.",
+            );
             e.headers.push(("Retry-After".into(), "5".into()));
             return Err(e);
         }
-        let items: Vec<Value> = self.subs.subs.values().filter(|s| s.application_id == caller.app_id && (caller.is_app_only() || s.user_id == caller.user_id)).map(|s| self.subscription_json(s)).collect();
+        let items: Vec<Value> = self
+            .subs
+            .subs
+            .values()
+            .filter(|s| {
+                s.application_id == caller.app_id
+                    && (caller.is_app_only() || s.user_id == caller.user_id)
+            })
+            .map(|s| self.subscription_json(s))
+            .collect();
         let mut v = value_list(items);
-        v["@odata.context"] = json!(format!("{}/v1.0/$metadata#subscriptions", self.graph_base()));
+        v["@odata.context"] = json!(format!(
+            "{}/v1.0/$metadata#subscriptions",
+            self.graph_base()
+        ));
         ok_json(v)
     }
 
@@ -428,23 +658,42 @@ impl Fake {
         ok_json(self.subscription_json(s))
     }
 
-    pub(crate) fn patch_subscription(&mut self, id: &str, req: &Request, caller: &Caller) -> GResult {
+    pub(crate) fn patch_subscription(
+        &mut self,
+        id: &str,
+        req: &Request,
+        caller: &Caller,
+    ) -> GResult {
         let sub = self.visible_sub(id, caller)?.clone();
         let b = req.json_body().unwrap_or(json!({}));
         if b.get("lifecycleNotificationUrl").is_some() {
-            return Err(gerr(400, "BadRequest", "lifecycleNotificationUrl cannot be added or changed by PATCH."));
+            return Err(gerr(
+                400,
+                "BadRequest",
+                "lifecycleNotificationUrl cannot be added or changed by PATCH.",
+            ));
         }
         let mut s = sub;
         if !b["expirationDateTime"].is_null() {
             let cert = b["encryptionCertificate"].is_string() || s.include_resource_data;
-            s.expiration_ms = self.expiry(&b["expirationDateTime"], &s.kind, cert && s.include_resource_data)?;
+            s.expiration_ms = self.expiry(
+                &b["expirationDateTime"],
+                &s.kind,
+                cert && s.include_resource_data,
+            )?;
         }
         if let Some(u) = b["notificationUrl"].as_str() {
             self.check_url(u, "notificationUrl")?;
             s.notification_url = u.to_string();
         }
         if let Some(c) = b["encryptionCertificate"].as_str() {
-            let der = STANDARD.decode(c.trim()).map_err(|_| gerr(400, "BadRequest", "encryptionCertificate is not valid base64."))?;
+            let der = STANDARD.decode(c.trim()).map_err(|_| {
+                gerr(
+                    400,
+                    "BadRequest",
+                    "encryptionCertificate is not valid base64.",
+                )
+            })?;
             cert_public_key(&der).map_err(|m| gerr(400, "BadRequest", &m))?;
             s.encryption_certificate = Some(der);
         }
@@ -453,7 +702,10 @@ impl Fake {
         }
         let now = self.now();
         if s.last_reauthorize_ms.is_some_and(|t| now - t < 600_000) {
-            s.flags.push(format!("PATCH within 10 minutes of reauthorize at {}", iso_z(now)));
+            s.flags.push(format!(
+                "PATCH within 10 minutes of reauthorize at {}",
+                iso_z(now)
+            ));
         }
         s.last_patch_ms = Some(now);
         s.reauth_sent = false;
@@ -469,17 +721,23 @@ impl Fake {
     fn resume(&self, s: &mut Subscription) -> Vec<QueuedItem> {
         s.paused = false;
         let now = self.now();
-        std::mem::take(&mut s.held).into_iter().map(|mut q| {
-            q.due = q.due.max(now);
-            q
-        }).collect()
+        std::mem::take(&mut s.held)
+            .into_iter()
+            .map(|mut q| {
+                q.due = q.due.max(now);
+                q
+            })
+            .collect()
     }
 
     pub(crate) fn reauthorize_subscription(&mut self, id: &str, caller: &Caller) -> GResult {
         let mut s = self.visible_sub(id, caller)?.clone();
         let now = self.now();
         if s.last_patch_ms.is_some_and(|t| now - t < 600_000) {
-            s.flags.push(format!("reauthorize within 10 minutes of PATCH at {}", iso_z(now)));
+            s.flags.push(format!(
+                "reauthorize within 10 minutes of PATCH at {}",
+                iso_z(now)
+            ));
         }
         s.last_reauthorize_ms = Some(now);
         let held = self.resume(&mut s);
@@ -511,7 +769,9 @@ impl Fake {
     /// Emit a lifecycle event for a subscription now (`reauthorizationRequired`,
     /// `subscriptionRemoved` — which also deletes it — or `missed`).
     pub fn lifecycle_event(&mut self, id: &str, event: &str) -> bool {
-        let Some(s) = self.subs.subs.get(id).cloned() else { return false };
+        let Some(s) = self.subs.subs.get(id).cloned() else {
+            return false;
+        };
         self.send_lifecycle(&s, event);
         match event {
             "subscriptionRemoved" => {
@@ -529,31 +789,65 @@ impl Fake {
     }
 
     fn send_lifecycle(&mut self, s: &Subscription, event: &str) {
-        let Some(url) = s.lifecycle_notification_url.clone() else { return };
+        let Some(url) = s.lifecycle_notification_url.clone() else {
+            return;
+        };
         let item = json!({"subscriptionId": s.id, "subscriptionExpirationDateTime": iso_offset(s.expiration_ms),
                           "tenantId": self.tenant_id, "clientState": s.client_state, "lifecycleEvent": event});
         let now = self.now();
-        self.enqueue(QueuedItem { url, item, rich: false, app_id: s.application_id.clone(), due: now, purpose: Purpose::Lifecycle });
+        self.enqueue(QueuedItem {
+            url,
+            item,
+            rich: false,
+            app_id: s.application_id.clone(),
+            due: now,
+            purpose: Purpose::Lifecycle,
+        });
     }
 
     pub(crate) fn subscriptions_tick(&mut self) {
         let now = self.now();
         let lead = self.cfg.reauthorization_lead_ms;
-        let expired: Vec<String> = self.subs.subs.values().filter(|s| s.expiration_ms <= now).map(|s| s.id.clone()).collect();
+        let expired: Vec<String> = self
+            .subs
+            .subs
+            .values()
+            .filter(|s| s.expiration_ms <= now)
+            .map(|s| s.id.clone())
+            .collect();
         for id in expired {
             self.remove_sub(&id);
         }
-        let due: Vec<String> = self.subs.subs.values().filter(|s| s.lifecycle_notification_url.is_some() && !s.reauth_sent && s.expiration_ms - now <= lead).map(|s| s.id.clone()).collect();
+        let due: Vec<String> = self
+            .subs
+            .subs
+            .values()
+            .filter(|s| {
+                s.lifecycle_notification_url.is_some()
+                    && !s.reauth_sent
+                    && s.expiration_ms - now <= lead
+            })
+            .map(|s| s.id.clone())
+            .collect();
         for id in due {
             self.lifecycle_event(&id, "reauthorizationRequired");
         }
     }
 
     /// Queue a change notification for every subscription `pred` selects.
-    fn notify(&mut self, subs: Vec<String>, change: &str, resource: String, resource_data: Value, plaintext: Value) {
+    fn notify(
+        &mut self,
+        subs: Vec<String>,
+        change: &str,
+        resource: String,
+        resource_data: Value,
+        plaintext: Value,
+    ) {
         let now = self.now();
         for sid in subs {
-            let Some(s) = self.subs.subs.get(&sid).cloned() else { continue };
+            let Some(s) = self.subs.subs.get(&sid).cloned() else {
+                continue;
+            };
             if self.cfg.notification_outage || s.outage {
                 continue;
             }
@@ -563,12 +857,27 @@ impl Fake {
             if s.include_resource_data {
                 if let Some(der) = &s.encryption_certificate {
                     let pt = serde_json::to_vec(&plaintext).unwrap_or_default();
-                    if let Ok(enc) = encrypt_content(der, s.encryption_certificate_id.as_deref().unwrap_or(""), &pt, &mut self.rng) {
+                    if let Ok(enc) = encrypt_content(
+                        der,
+                        s.encryption_certificate_id.as_deref().unwrap_or(""),
+                        &pt,
+                        &mut self.rng,
+                    ) {
                         item["encryptedContent"] = enc;
                     }
                 }
             }
-            let q = QueuedItem { url: s.notification_url.clone(), item, rich: s.include_resource_data, app_id: s.notification_url_app_id.clone().unwrap_or(s.application_id.clone()), due: now + self.cfg.delivery_latency_ms, purpose: Purpose::Notification };
+            let q = QueuedItem {
+                url: s.notification_url.clone(),
+                item,
+                rich: s.include_resource_data,
+                app_id: s
+                    .notification_url_app_id
+                    .clone()
+                    .unwrap_or(s.application_id.clone()),
+                due: now + self.cfg.delivery_latency_ms,
+                purpose: Purpose::Notification,
+            };
             if s.paused {
                 if let Some(x) = self.subs.subs.get_mut(&sid) {
                     x.held.push(q);
@@ -580,7 +889,12 @@ impl Fake {
     }
 
     pub(crate) fn notify_presence(&mut self, uid: &str) {
-        let subs: Vec<String> = self.subs.presence_watch.get(uid).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+        let subs: Vec<String> = self
+            .subs
+            .presence_watch
+            .get(uid)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
         if subs.is_empty() {
             return;
         }
@@ -591,19 +905,42 @@ impl Fake {
         pt["@odata.type"] = json!("#microsoft.graph.presence");
         pt["@odata.id"] = json!(format!("users/{uid}/presence"));
         let rd = json!({"@odata.type": "#microsoft.graph.presence", "@odata.id": format!("users/{uid}/presence"), "id": uid});
-        self.notify(subs, "updated", format!("communications/presences/{uid}"), rd, pt);
+        self.notify(
+            subs,
+            "updated",
+            format!("communications/presences/{uid}"),
+            rd,
+            pt,
+        );
     }
 
-    pub(crate) fn notify_mailbox(&mut self, uid: &str, contacts: bool, item_id: &str, change: &str, full: Value) {
+    pub(crate) fn notify_mailbox(
+        &mut self,
+        uid: &str,
+        contacts: bool,
+        item_id: &str,
+        change: &str,
+        full: Value,
+    ) {
         let subs: Vec<String> = self
             .subs
             .subs
             .values()
-            .filter(|s| if contacts { s.kind == SubKind::Contacts(uid.to_string()) } else { s.kind == SubKind::Events(uid.to_string()) })
+            .filter(|s| {
+                if contacts {
+                    s.kind == SubKind::Contacts(uid.to_string())
+                } else {
+                    s.kind == SubKind::Events(uid.to_string())
+                }
+            })
             .filter(|s| s.change_type.split(',').any(|c| c.trim() == change))
             .map(|s| s.id.clone())
             .collect();
-        let (seg, ty) = if contacts { ("Contacts", "#Microsoft.Graph.Contact") } else { ("Events", "#Microsoft.Graph.Event") };
+        let (seg, ty) = if contacts {
+            ("Contacts", "#Microsoft.Graph.Contact")
+        } else {
+            ("Events", "#Microsoft.Graph.Event")
+        };
         let res = format!("Users/{uid}/{seg}/{item_id}");
         let rd = json!({"@odata.type": ty, "@odata.id": res, "@odata.etag": "W/\"fake\"", "id": item_id});
         self.notify(subs, change, res, rd, full);

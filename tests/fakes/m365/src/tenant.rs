@@ -19,7 +19,14 @@ pub const CHANGE_TRACKING_APP_ID: &str = "0bf30f3b-4a52-48df-9a82-234910c4a086";
 pub fn guid(rng: &mut StdRng) -> String {
     let b: [u8; 16] = rng.r#gen();
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// An Entra user.
@@ -78,8 +85,18 @@ pub const USER_DEFAULT_PROPS: &[&str] = &[
 ];
 
 /// Properties that are single-user only: `$select` on the collection gives 501.
-pub const USER_SINGLE_ONLY_PROPS: &[&str] =
-    &["aboutMe", "birthday", "hireDate", "mailboxSettings", "skills", "interests", "mySite", "pastProjects", "responsibilities", "schools"];
+pub const USER_SINGLE_ONLY_PROPS: &[&str] = &[
+    "aboutMe",
+    "birthday",
+    "hireDate",
+    "mailboxSettings",
+    "skills",
+    "interests",
+    "mySite",
+    "pastProjects",
+    "responsibilities",
+    "schools",
+];
 
 impl User {
     /// Full JSON of every property the fake knows.
@@ -90,7 +107,11 @@ impl User {
         } else {
             json!([])
         };
-        let lic = if self.teams_licensed { json!([{"skuId": E3_SKU_ID, "disabledPlans": []}]) } else { json!([]) };
+        let lic = if self.teams_licensed {
+            json!([{"skuId": E3_SKU_ID, "disabledPlans": []}])
+        } else {
+            json!([])
+        };
         let v = json!({
             "id": self.id, "displayName": self.display_name, "givenName": self.given_name,
             "surname": self.surname, "mail": self.mail, "mailNickname": self.mail_nickname,
@@ -177,13 +198,56 @@ pub struct AppReg {
 }
 
 const GIVEN: &[&str] = &[
-    "Adele", "Jürgen", "Zoë", "Åsa", "José", "Łukasz", "Søren", "Chloé", "Mårten", "Ana", "Björn", "Renée",
-    "Ömer", "Sven", "Анна", "Дмитрий", "Ingrid", "François", "Nuño", "Grace", "Megan", "Alex", "Ólafur",
-    "Zdeněk", "Žaneta", "Ιωάννης", "美咲", "Bernd",
+    "Adele",
+    "Jürgen",
+    "Zoë",
+    "Åsa",
+    "José",
+    "Łukasz",
+    "Søren",
+    "Chloé",
+    "Mårten",
+    "Ana",
+    "Björn",
+    "Renée",
+    "Ömer",
+    "Sven",
+    "Анна",
+    "Дмитрий",
+    "Ingrid",
+    "François",
+    "Nuño",
+    "Grace",
+    "Megan",
+    "Alex",
+    "Ólafur",
+    "Zdeněk",
+    "Žaneta",
+    "Ιωάννης",
+    "美咲",
+    "Bernd",
 ];
 const SUR: &[&str] = &[
-    "Vance", "Müller", "Weiß", "Øster", "Nguyễn", "O'Brien", "Smith", "García", "Kowalski", "Ström",
-    "Łęcki", "Dvořák", "Иванова", "Petersen", "Schröder", "Bowen", "Brown", "Fischer", "山田", "Σταύρου",
+    "Vance",
+    "Müller",
+    "Weiß",
+    "Øster",
+    "Nguyễn",
+    "O'Brien",
+    "Smith",
+    "García",
+    "Kowalski",
+    "Ström",
+    "Łęcki",
+    "Dvořák",
+    "Иванова",
+    "Petersen",
+    "Schröder",
+    "Bowen",
+    "Brown",
+    "Fischer",
+    "山田",
+    "Σταύρου",
 ];
 
 fn ascii_alias(s: &str) -> String {
@@ -220,7 +284,9 @@ pub fn user_from_spec(spec: UserSpec, domain: &str, rng: &mut StdRng) -> User {
     if alias.is_empty() {
         alias = format!("u{}", &id[..8]);
     }
-    let upn = spec.user_principal_name.unwrap_or_else(|| format!("{alias}@{domain}"));
+    let upn = spec
+        .user_principal_name
+        .unwrap_or_else(|| format!("{alias}@{domain}"));
     let nick = upn.split('@').next().unwrap_or("").to_string();
     let teams = spec.teams.unwrap_or(true);
     let mail = match spec.mail {
@@ -264,7 +330,14 @@ pub fn generate_users(count: usize, seed: u64, domain: &str) -> Vec<User> {
         let n = seen.entry(alias.clone()).or_insert(0);
         *n += 1;
         // UPNs must be unique even when display names repeat.
-        let upn = format!("{alias}{}@{domain}", if *n > 1 { format!("{n}") } else { String::new() });
+        let upn = format!(
+            "{alias}{}@{domain}",
+            if *n > 1 {
+                format!("{n}")
+            } else {
+                String::new()
+            }
+        );
         let roll: u32 = rng.gen_range(0..100);
         let teams = roll >= 15;
         let has_mail = rng.gen_range(0..100) >= 10 && teams;
@@ -284,7 +357,10 @@ pub fn generate_users(count: usize, seed: u64, domain: &str) -> Vec<User> {
         );
         if synced {
             u.on_premises_user_principal_name = Some(upn.replace(domain, "corp.contoso.local"));
-            u.on_premises_distinguished_name = Some(format!("CN={},OU=Staff,DC=corp,DC=contoso,DC=local", u.display_name));
+            u.on_premises_distinguished_name = Some(format!(
+                "CN={},OU=Staff,DC=corp,DC=contoso,DC=local",
+                u.display_name
+            ));
         }
         u.business_phones = vec![format!("+49 30 5550{:04}", i % 10_000)];
         out.push(u);

@@ -54,37 +54,103 @@ pub struct TokenState {
 
 impl TokenState {
     pub(crate) fn new(secret: [u8; 32]) -> Self {
-        Self { secret, refresh: HashMap::new(), device: HashMap::new(), aadsts_user: HashMap::new(), aadsts_app: HashMap::new() }
+        Self {
+            secret,
+            refresh: HashMap::new(),
+            device: HashMap::new(),
+            aadsts_user: HashMap::new(),
+            aadsts_app: HashMap::new(),
+        }
     }
 }
 
 /// `error` and default description of an AADSTS code.
 pub fn aadsts_text(code: u32) -> (&'static str, &'static str) {
     match code {
-        50126 => ("invalid_grant", "Error validating credentials due to invalid username or password."),
-        50076 => ("invalid_grant", "Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication to access '00000003-0000-0000-c000-000000000000'."),
-        50079 => ("invalid_grant", "Due to a configuration change made by your administrator, or because you moved to a new location, you must enroll in multi-factor authentication to access '00000003-0000-0000-c000-000000000000'."),
-        53003 => ("invalid_grant", "Access has been blocked by Conditional Access policies. The access policy does not allow token issuance."),
-        50034 => ("invalid_grant", "The user account {EUII Hidden} does not exist in the directory. To sign into this application, the account must be added to the directory."),
-        50053 => ("invalid_grant", "Your account is locked because you've tried to sign in too many times with an incorrect user ID or password."),
+        50126 => (
+            "invalid_grant",
+            "Error validating credentials due to invalid username or password.",
+        ),
+        50076 => (
+            "invalid_grant",
+            "Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication to access '00000003-0000-0000-c000-000000000000'.",
+        ),
+        50079 => (
+            "invalid_grant",
+            "Due to a configuration change made by your administrator, or because you moved to a new location, you must enroll in multi-factor authentication to access '00000003-0000-0000-c000-000000000000'.",
+        ),
+        53003 => (
+            "invalid_grant",
+            "Access has been blocked by Conditional Access policies. The access policy does not allow token issuance.",
+        ),
+        50034 => (
+            "invalid_grant",
+            "The user account {EUII Hidden} does not exist in the directory. To sign into this application, the account must be added to the directory.",
+        ),
+        50053 => (
+            "invalid_grant",
+            "Your account is locked because you've tried to sign in too many times with an incorrect user ID or password.",
+        ),
         50055 => ("invalid_grant", "The password is expired."),
         50057 => ("invalid_grant", "The user account is disabled."),
-        65001 => ("invalid_grant", "The user or administrator has not consented to use the application. Send an interactive authorization request for this user and resource."),
-        70011 => ("invalid_scope", "The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' is not valid."),
-        500011 => ("invalid_resource", "The resource principal was not found in the tenant."),
-        700016 => ("unauthorized_client", "Application with identifier was not found in the directory. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant."),
-        7000215 => ("invalid_client", "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app."),
-        7000218 => ("invalid_client", "The request body must contain the following parameter: 'client_assertion' or 'client_secret'."),
-        7000222 => ("invalid_client", "The provided client secret keys for app are expired. Visit the Azure portal to create new keys for your app."),
-        90002 => ("invalid_request", "Tenant not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."),
+        65001 => (
+            "invalid_grant",
+            "The user or administrator has not consented to use the application. Send an interactive authorization request for this user and resource.",
+        ),
+        70011 => (
+            "invalid_scope",
+            "The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' is not valid.",
+        ),
+        500011 => (
+            "invalid_resource",
+            "The resource principal was not found in the tenant.",
+        ),
+        700016 => (
+            "unauthorized_client",
+            "Application with identifier was not found in the directory. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant.",
+        ),
+        7000215 => (
+            "invalid_client",
+            "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app.",
+        ),
+        7000218 => (
+            "invalid_client",
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+        ),
+        7000222 => (
+            "invalid_client",
+            "The provided client secret keys for app are expired. Visit the Azure portal to create new keys for your app.",
+        ),
+        90002 => (
+            "invalid_request",
+            "Tenant not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud.",
+        ),
         90013 => ("invalid_request", "Invalid input received from the user."),
-        900144 => ("invalid_request", "The request body must contain the following parameter: 'grant_type'."),
-        90023 => ("invalid_request", "The password grant is not supported on the /common or /consumers endpoints. Use a tenant-specific endpoint or /organizations."),
-        70016 => ("authorization_pending", "OAuth 2.0 device flow error. Authorization is pending. Continue polling."),
-        70018 => ("bad_verification_code", "Invalid verification code was provided."),
+        900144 => (
+            "invalid_request",
+            "The request body must contain the following parameter: 'grant_type'.",
+        ),
+        90023 => (
+            "invalid_request",
+            "The password grant is not supported on the /common or /consumers endpoints. Use a tenant-specific endpoint or /organizations.",
+        ),
+        70016 => (
+            "authorization_pending",
+            "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
+        ),
+        70018 => (
+            "bad_verification_code",
+            "Invalid verification code was provided.",
+        ),
         70019 => ("expired_token", "Verification code expired."),
-        70000 => ("authorization_declined", "The user declined the authorization request."),
-        70008 => ("invalid_grant", "The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource."),
+        70000 => (
+            "authorization_declined",
+            "The user declined the authorization request.",
+        ),
+        70008 => (
+            "invalid_grant",
+            "The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.",
+        ),
         70001 => ("unsupported_grant_type", "The grant type is not supported."),
         _ => ("invalid_grant", "Scripted error."),
     }
@@ -102,8 +168,14 @@ impl Fake {
         let trace = self.new_guid();
         let corr = self.new_guid();
         let ts = entra_timestamp(self.now());
-        let msg = if extra.is_empty() { text.to_string() } else { format!("{text} {extra}") };
-        let desc = format!("AADSTS{code}: {msg}\r\nTrace ID: {trace}\r\nCorrelation ID: {corr}\r\nTimestamp: {ts}");
+        let msg = if extra.is_empty() {
+            text.to_string()
+        } else {
+            format!("{text} {extra}")
+        };
+        let desc = format!(
+            "AADSTS{code}: {msg}\r\nTrace ID: {trace}\r\nCorrelation ID: {corr}\r\nTimestamp: {ts}"
+        );
         let status = if error == "invalid_client" { 401 } else { 400 };
         Response::json(
             status,
@@ -115,7 +187,11 @@ impl Fake {
 
     /// Script an AADSTS error for a user (UPN or id); `None` clears it.
     pub fn script_user_error(&mut self, user: &str, code: Option<u32>) {
-        let key = self.users.find(user).map(|e| e.user.id.clone()).unwrap_or_else(|| user.to_lowercase());
+        let key = self
+            .users
+            .find(user)
+            .map(|e| e.user.id.clone())
+            .unwrap_or_else(|| user.to_lowercase());
         match code {
             Some(c) => self.tokens.aadsts_user.insert(key, c),
             None => self.tokens.aadsts_user.remove(&key),
@@ -132,7 +208,9 @@ impl Fake {
 
     /// Revoke every refresh token of a user ("revoke sessions" / password reset).
     pub fn revoke_refresh_tokens(&mut self, user: &str) {
-        let Some(uid) = self.users.find(user).map(|e| e.user.id.clone()) else { return };
+        let Some(uid) = self.users.find(user).map(|e| e.user.id.clone()) else {
+            return;
+        };
         for g in self.tokens.refresh.values_mut() {
             if g.user_id == uid {
                 g.revoked = true;
@@ -142,8 +220,15 @@ impl Fake {
 
     /// Approve a pending device code for `user` (what the user does in the browser).
     pub fn approve_device_code(&mut self, user_code: &str, user: &str) -> bool {
-        let Some(uid) = self.users.find(user).map(|e| e.user.id.clone()) else { return false };
-        match self.tokens.device.values_mut().find(|d| d.user_code == user_code) {
+        let Some(uid) = self.users.find(user).map(|e| e.user.id.clone()) else {
+            return false;
+        };
+        match self
+            .tokens
+            .device
+            .values_mut()
+            .find(|d| d.user_code == user_code)
+        {
             Some(d) => {
                 d.state = DeviceState::Approved(uid);
                 true
@@ -154,7 +239,12 @@ impl Fake {
 
     /// Decline a pending device code.
     pub fn decline_device_code(&mut self, user_code: &str) -> bool {
-        match self.tokens.device.values_mut().find(|d| d.user_code == user_code) {
+        match self
+            .tokens
+            .device
+            .values_mut()
+            .find(|d| d.user_code == user_code)
+        {
             Some(d) => {
                 d.state = DeviceState::Declined;
                 true
@@ -164,17 +254,27 @@ impl Fake {
     }
 
     fn tenant_known(&self, t: &str) -> bool {
-        t.eq_ignore_ascii_case(&self.tenant_id) || t.eq_ignore_ascii_case(&self.domain) || ["organizations", "common", "consumers"].contains(&t)
+        t.eq_ignore_ascii_case(&self.tenant_id)
+            || t.eq_ignore_ascii_case(&self.domain)
+            || ["organizations", "common", "consumers"].contains(&t)
     }
 
     pub(crate) fn token_endpoint(&mut self, tenant: &str, which: &str, req: &Request) -> Response {
-        let ct = req.get_header("content-type").unwrap_or("").to_ascii_lowercase();
-        let is_form = ct.split(';').next().map(str::trim) == Some("application/x-www-form-urlencoded");
+        let ct = req
+            .get_header("content-type")
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let is_form =
+            ct.split(';').next().map(str::trim) == Some("application/x-www-form-urlencoded");
         if is_form && ct.contains("charset") && self.cfg.reject_form_charset {
             return self.aad_error(90013, None, "");
         }
         // A non-form body is not decoded at all: the STS then misses every parameter.
-        let params = if is_form { form_decode(&String::from_utf8_lossy(&req.body)) } else { vec![] };
+        let params = if is_form {
+            form_decode(&String::from_utf8_lossy(&req.body))
+        } else {
+            vec![]
+        };
         let p = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         if !self.tenant_known(tenant) {
             return self.aad_error(90002, None, &format!("Tenant '{tenant}' not found."));
@@ -182,8 +282,15 @@ impl Fake {
         // Client id and secret: body or HTTP Basic (RFC 6749 2.3.1).
         let mut client_id = p("client_id");
         let mut secret = p("client_secret");
-        if let Some(basic) = req.get_header("authorization").and_then(|a| a.strip_prefix("Basic ")) {
-            if let Some(dec) = STANDARD.decode(basic.trim()).ok().and_then(|b| String::from_utf8(b).ok()) {
+        if let Some(basic) = req
+            .get_header("authorization")
+            .and_then(|a| a.strip_prefix("Basic "))
+        {
+            if let Some(dec) = STANDARD
+                .decode(basic.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+            {
                 if let Some((id, s)) = dec.split_once(':') {
                     client_id = Some(crate::http::pct_decode(id, true));
                     secret = Some(crate::http::pct_decode(s, true));
@@ -225,19 +332,40 @@ impl Fake {
                     return self.aad_error(7000218, None, "");
                 }
                 if ["common", "consumers"].contains(&tenant) || tenant == "organizations" {
-                    return self.aad_error(90023, Some("invalid_request"), "Client credentials require an explicit tenant.");
+                    return self.aad_error(
+                        90023,
+                        Some("invalid_request"),
+                        "Client credentials require an explicit tenant.",
+                    );
                 }
                 let expected = format!("{}/.default", self.cfg.cloud.graph_host());
                 let scopes: Vec<&str> = scope.split(' ').filter(|s| !s.is_empty()).collect();
                 if scopes.len() != 1 || !scopes[0].ends_with("/.default") {
                     return self.aad_error(70011, None, &format!("The scope '{scope}' is not valid. The scope must be of the form '<resource>/.default'."));
                 }
-                if !scopes[0].eq_ignore_ascii_case(&expected) && scopes[0] != "00000003-0000-0000-c000-000000000000/.default" {
-                    return self.aad_error(500011, None, &format!("The resource principal named {} was not found in the tenant.", scopes[0].trim_end_matches("/.default")));
+                if !scopes[0].eq_ignore_ascii_case(&expected)
+                    && scopes[0] != "00000003-0000-0000-c000-000000000000/.default"
+                {
+                    return self.aad_error(
+                        500011,
+                        None,
+                        &format!(
+                            "The resource principal named {} was not found in the tenant.",
+                            scopes[0].trim_end_matches("/.default")
+                        ),
+                    );
                 }
-                let caller = Caller { app_id: app.client_id.clone(), user_id: None, scp: vec![], roles: app.roles.clone() };
+                let caller = Caller {
+                    app_id: app.client_id.clone(),
+                    user_id: None,
+                    scp: vec![],
+                    roles: app.roles.clone(),
+                };
                 let (at, exp_in) = self.mint_access_token(&caller);
-                Response::json(200, &json!({"token_type": "Bearer", "expires_in": exp_in, "ext_expires_in": exp_in, "access_token": at}))
+                Response::json(
+                    200,
+                    &json!({"token_type": "Bearer", "expires_in": exp_in, "ext_expires_in": exp_in, "access_token": at}),
+                )
             }
             "password" => {
                 if tenant == "common" || tenant == "consumers" {
@@ -274,7 +402,15 @@ impl Fake {
                 }
                 let rt = p("refresh_token").unwrap_or_default();
                 let now = self.now();
-                let grant = self.tokens.refresh.get(&rt).map(|g| (g.user_id.clone(), g.app_id.clone(), g.scopes.clone(), g.expires, g.revoked));
+                let grant = self.tokens.refresh.get(&rt).map(|g| {
+                    (
+                        g.user_id.clone(),
+                        g.app_id.clone(),
+                        g.scopes.clone(),
+                        g.expires,
+                        g.revoked,
+                    )
+                });
                 let Some((uid, app_id, scopes, expires, revoked)) = grant else {
                     return self.aad_error(70008, None, "");
                 };
@@ -282,11 +418,19 @@ impl Fake {
                     return self.aad_error(70008, None, "");
                 }
                 if let Some(code) = self.tokens.aadsts_user.get(&uid).copied() {
-                    let err = if code == 50076 { Some("interaction_required") } else { None };
+                    let err = if code == 50076 {
+                        Some("interaction_required")
+                    } else {
+                        None
+                    };
                     return self.aad_error(code, err, "");
                 }
                 // A refresh may narrow scopes; keep the original grant otherwise.
-                let requested = if scope.trim().is_empty() { Ok(scopes.clone()) } else { self.delegated_scopes(&app, &scope) };
+                let requested = if scope.trim().is_empty() {
+                    Ok(scopes.clone())
+                } else {
+                    self.delegated_scopes(&app, &scope)
+                };
                 match requested {
                     Ok(mut s) => {
                         // Rotation: the new RT is always issued; the old one stays valid.
@@ -298,19 +442,34 @@ impl Fake {
                     Err(r) => r,
                 }
             }
-            "urn:ietf:params:oauth:grant-type:device_code" => self.device_code_poll(&client_id, &p("device_code").unwrap_or_default()),
+            "urn:ietf:params:oauth:grant-type:device_code" => {
+                self.device_code_poll(&client_id, &p("device_code").unwrap_or_default())
+            }
             _ => self.aad_error(70001, Some("unsupported_grant_type"), &format!("'{grant}'")),
         }
     }
 
     /// Validate requested delegated scopes; returns short scope names (with OIDC ones kept).
-    fn delegated_scopes(&mut self, app: &crate::tenant::AppReg, scope: &str) -> Result<Vec<String>, Response> {
+    fn delegated_scopes(
+        &mut self,
+        app: &crate::tenant::AppReg,
+        scope: &str,
+    ) -> Result<Vec<String>, Response> {
         let host = self.cfg.cloud.graph_host();
         let mut out = vec![];
         for s in scope.split(' ').filter(|s| !s.is_empty()) {
-            let short = if let Some(rest) = s.strip_prefix("https://").and_then(|r| r.split_once('/')) {
+            let short = if let Some(rest) =
+                s.strip_prefix("https://").and_then(|r| r.split_once('/'))
+            {
                 if !s.starts_with(host) {
-                    return Err(self.aad_error(500011, None, &format!("The resource principal named https://{} was not found in the tenant.", rest.0)));
+                    return Err(self.aad_error(
+                        500011,
+                        None,
+                        &format!(
+                            "The resource principal named https://{} was not found in the tenant.",
+                            rest.0
+                        ),
+                    ));
                 }
                 rest.1.to_string()
             } else {
@@ -320,8 +479,15 @@ impl Fake {
                 out.extend(app.delegated.iter().cloned());
                 continue;
             }
-            if !OIDC_SCOPES.contains(&short.as_str()) && !app.delegated.is_empty() && !app.delegated.iter().any(|d| d.eq_ignore_ascii_case(&short)) {
-                return Err(self.aad_error(65001, None, &format!("Scope '{short}' not consented.")));
+            if !OIDC_SCOPES.contains(&short.as_str())
+                && !app.delegated.is_empty()
+                && !app.delegated.iter().any(|d| d.eq_ignore_ascii_case(&short))
+            {
+                return Err(self.aad_error(
+                    65001,
+                    None,
+                    &format!("Scope '{short}' not consented."),
+                ));
             }
             out.push(short);
         }
@@ -332,8 +498,17 @@ impl Fake {
     }
 
     fn user_token_response(&mut self, app_id: &str, uid: &str, scopes: Vec<String>) -> Response {
-        let api: Vec<String> = scopes.iter().filter(|s| !OIDC_SCOPES.contains(&s.as_str())).cloned().collect();
-        let caller = Caller { app_id: app_id.into(), user_id: Some(uid.into()), scp: api.clone(), roles: vec![] };
+        let api: Vec<String> = scopes
+            .iter()
+            .filter(|s| !OIDC_SCOPES.contains(&s.as_str()))
+            .cloned()
+            .collect();
+        let caller = Caller {
+            app_id: app_id.into(),
+            user_id: Some(uid.into()),
+            scp: api.clone(),
+            roles: vec![],
+        };
         let (at, exp_in) = self.mint_access_token(&caller);
         let mut shown = api.clone();
         for o in ["profile", "openid", "email"] {
@@ -346,16 +521,32 @@ impl Fake {
         if scopes.iter().any(|s| s == "offline_access") {
             let rt = format!("1.{}", URL_SAFE_NO_PAD.encode(self.new_guid().as_bytes()));
             let expires = self.now() + self.cfg.refresh_token_lifetime_s * 1000;
-            self.tokens.refresh.insert(rt.clone(), RefreshGrant { user_id: uid.into(), app_id: app_id.into(), scopes: scopes.clone(), expires, revoked: false });
+            self.tokens.refresh.insert(
+                rt.clone(),
+                RefreshGrant {
+                    user_id: uid.into(),
+                    app_id: app_id.into(),
+                    scopes: scopes.clone(),
+                    expires,
+                    revoked: false,
+                },
+            );
             body["refresh_token"] = json!(rt);
         }
         if scopes.iter().any(|s| s == "openid") {
-            let upn = self.user(uid).map(|u| u.user_principal_name.clone()).unwrap_or_default();
+            let upn = self
+                .user(uid)
+                .map(|u| u.user_principal_name.clone())
+                .unwrap_or_default();
             let now_s = self.now() / 1000;
             let claims = json!({"aud": app_id, "iss": format!("{}/{}/v2.0", self.cfg.cloud.login_host(), self.tenant_id),
                                 "iat": now_s, "nbf": now_s, "exp": now_s + 3600, "oid": uid, "tid": self.tenant_id,
                                 "preferred_username": upn, "ver": "2.0"});
-            body["id_token"] = json!(format!("{}.{}.", b64u(&json!({"typ": "JWT", "alg": "none"})), b64u(&claims)));
+            body["id_token"] = json!(format!(
+                "{}.{}.",
+                b64u(&json!({"typ": "JWT", "alg": "none"})),
+                b64u(&claims)
+            ));
         }
         Response::json(200, &body)
     }
@@ -366,9 +557,14 @@ impl Fake {
             Ok(s) => s,
             Err(r) => return r,
         };
-        let device_code = format!("DAQABAAEAAAD{}", URL_SAFE_NO_PAD.encode(format!("{}{}", self.new_guid(), self.new_guid())));
+        let device_code = format!(
+            "DAQABAAEAAAD{}",
+            URL_SAFE_NO_PAD.encode(format!("{}{}", self.new_guid(), self.new_guid()))
+        );
         const ALPHA: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-        let user_code: String = (0..9).map(|_| ALPHA[rand::Rng::gen_range(&mut self.rng, 0..ALPHA.len())] as char).collect();
+        let user_code: String = (0..9)
+            .map(|_| ALPHA[rand::Rng::gen_range(&mut self.rng, 0..ALPHA.len())] as char)
+            .collect();
         let now = self.now();
         self.tokens.device.insert(
             device_code.clone(),
@@ -407,7 +603,9 @@ impl Fake {
         d.last_poll = Some(now);
         match &d.state {
             DeviceState::Declined => self.aad_error(70000, None, ""),
-            DeviceState::Redeemed => self.aad_error(70018, None, "The device code was already redeemed."),
+            DeviceState::Redeemed => {
+                self.aad_error(70018, None, "The device code was already redeemed.")
+            }
             _ if early && slow_down => {
                 // RFC 8628 3.5: the client must add 5 s to its interval.
                 d.interval_ms += 5_000;
@@ -457,12 +655,27 @@ impl Fake {
     }
 
     /// Issue an access token directly (library shortcut for tests): delegated when `user` is set.
-    pub fn issue_token(&mut self, app_id: &str, user: Option<&str>, scopes_or_roles: &[&str]) -> String {
+    pub fn issue_token(
+        &mut self,
+        app_id: &str,
+        user: Option<&str>,
+        scopes_or_roles: &[&str],
+    ) -> String {
         let uid = user.and_then(|u| self.users.find(u).map(|e| e.user.id.clone()));
         let v: Vec<String> = scopes_or_roles.iter().map(|s| s.to_string()).collect();
         let c = match uid {
-            Some(u) => Caller { app_id: app_id.into(), user_id: Some(u), scp: v, roles: vec![] },
-            None => Caller { app_id: app_id.into(), user_id: None, scp: vec![], roles: v },
+            Some(u) => Caller {
+                app_id: app_id.into(),
+                user_id: Some(u),
+                scp: v,
+                roles: vec![],
+            },
+            None => Caller {
+                app_id: app_id.into(),
+                user_id: None,
+                scp: vec![],
+                roles: v,
+            },
         };
         self.mint_access_token(&c).0
     }
@@ -474,17 +687,28 @@ impl Fake {
             e.headers.push(("WWW-Authenticate".into(), "Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\"".into()));
             e
         };
-        let Some(tok) = req.get_header("authorization").and_then(|a| a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer "))) else {
+        let Some(tok) = req.get_header("authorization").and_then(|a| {
+            a.strip_prefix("Bearer ")
+                .or_else(|| a.strip_prefix("bearer "))
+        }) else {
             return Err(unauth("Access token is empty."));
         };
         let parts: Vec<&str> = tok.trim().split('.').collect();
         if parts.len() != 3 {
-            return Err(unauth("IDX14100: JWT is not well formed, there are no dots (.)."));
+            return Err(unauth(
+                "IDX14100: JWT is not well formed, there are no dots (.).",
+            ));
         }
         if self.sign(&format!("{}.{}", parts[0], parts[1])) != parts[2] {
-            return Err(unauth("Access token validation failure. Invalid signature."));
+            return Err(unauth(
+                "Access token validation failure. Invalid signature.",
+            ));
         }
-        let claims: Value = URL_SAFE_NO_PAD.decode(parts[1]).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or_else(|| unauth("Invalid token."))?;
+        let claims: Value = URL_SAFE_NO_PAD
+            .decode(parts[1])
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| unauth("Invalid token."))?;
         if claims["aud"].as_str() != Some(self.cfg.cloud.graph_host()) {
             return Err(unauth("Access token validation failure. Invalid audience."));
         }
@@ -496,14 +720,37 @@ impl Fake {
             return Err(unauth("Lifetime validation failed, the token is expired."));
         }
         if claims["nbf"].as_i64().unwrap_or(0) > now_s + 300 {
-            return Err(unauth("Lifetime validation failed, the token is not yet valid (nbf)."));
+            return Err(unauth(
+                "Lifetime validation failed, the token is not yet valid (nbf).",
+            ));
         }
         let app_id = claims["appid"].as_str().unwrap_or("").to_string();
         if let Some(scp) = claims["scp"].as_str() {
-            Ok(Caller { app_id, user_id: claims["oid"].as_str().map(str::to_string), scp: scp.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect(), roles: vec![] })
+            Ok(Caller {
+                app_id,
+                user_id: claims["oid"].as_str().map(str::to_string),
+                scp: scp
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                roles: vec![],
+            })
         } else {
-            let roles = claims["roles"].as_array().map(|a| a.iter().filter_map(|r| r.as_str().map(str::to_string)).collect()).unwrap_or_default();
-            Ok(Caller { app_id, user_id: None, scp: vec![], roles })
+            let roles = claims["roles"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|r| r.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(Caller {
+                app_id,
+                user_id: None,
+                scp: vec![],
+                roles,
+            })
         }
     }
 }
@@ -511,10 +758,24 @@ impl Fake {
 /// 403 for a token that lacks the needed scope/role. Directory endpoints answer
 /// `Authorization_RequestDenied`, the others `Forbidden`.
 pub(crate) fn forbidden(directory: bool, caller: &Caller) -> GraphErr {
-    let kind = if caller.is_app_only() { "application permission (roles)" } else { "delegated permission (scp)" };
-    if directory {
-        gerr(403, "Authorization_RequestDenied", &format!("Insufficient privileges to complete the operation. Missing {kind}."))
+    let kind = if caller.is_app_only() {
+        "application permission (roles)"
     } else {
-        gerr(403, "Forbidden", &format!("Missing role permissions on the request. API requires one of the needed {kind}s."))
+        "delegated permission (scp)"
+    };
+    if directory {
+        gerr(
+            403,
+            "Authorization_RequestDenied",
+            &format!("Insufficient privileges to complete the operation. Missing {kind}."),
+        )
+    } else {
+        gerr(
+            403,
+            "Forbidden",
+            &format!(
+                "Missing role permissions on the request. API requires one of the needed {kind}s."
+            ),
+        )
     }
 }

@@ -9,20 +9,40 @@ use crate::common::*;
 fn injected_429_and_503_carry_retry_after() {
     let mut t = setup();
     let tok = t.svc_token();
-    t.fake.add_fault(Fault { path_contains: Some("/users".into()), method: None, fault: FaultKind::Throttle { retry_after_s: 7 }, remaining: Some(1) });
+    t.fake.add_fault(Fault {
+        path_contains: Some("/users".into()),
+        method: None,
+        fault: FaultKind::Throttle { retry_after_s: 7 },
+        remaining: Some(1),
+    });
     let r = t.get(&tok, "/users");
     assert_eq!(r.status, 429);
     assert_eq!(r.get_header("Retry-After"), Some("7"));
     assert_eq!(r.body_json()["error"]["code"], "TooManyRequests");
     assert_eq!(t.get(&tok, "/users").status, 200, "fault used up");
-    t.fake.add_fault(Fault { path_contains: None, method: Some("GET".into()), fault: FaultKind::Unavailable { retry_after_s: Some(3) }, remaining: None });
+    t.fake.add_fault(Fault {
+        path_contains: None,
+        method: Some("GET".into()),
+        fault: FaultKind::Unavailable {
+            retry_after_s: Some(3),
+        },
+        remaining: None,
+    });
     let r = t.get(&tok, "/me");
     assert_eq!((r.status, r.get_header("Retry-After")), (503, Some("3")));
     t.fake.clear_faults();
     // Faults on the token endpoint too, and timeouts (no answer).
-    t.fake.add_fault(Fault { path_contains: Some("/oauth2/".into()), method: None, fault: FaultKind::Timeout, remaining: Some(1) });
+    t.fake.add_fault(Fault {
+        path_contains: Some("/oauth2/".into()),
+        method: None,
+        fault: FaultKind::Timeout,
+        remaining: Some(1),
+    });
     let tenant = t.tenant();
-    let h = t.fake.handle(fake_m365::Request::new("POST", &format!("/{tenant}/oauth2/v2.0/token")).header("Content-Type", "application/x-www-form-urlencoded"));
+    let h = t.fake.handle(
+        fake_m365::Request::new("POST", &format!("/{tenant}/oauth2/v2.0/token"))
+            .header("Content-Type", "application/x-www-form-urlencoded"),
+    );
     assert_eq!(h, Handled::Hang);
 }
 
@@ -36,7 +56,11 @@ fn presence_budget_per_app_throttles() {
     for _ in 0..5 {
         assert_eq!(t.get(&app_tok, &format!("/users/{a}/presence")).status, 200);
     }
-    let r = t.post(&app_tok, "/communications/getPresencesByUserId", json!({"ids": [a]}));
+    let r = t.post(
+        &app_tok,
+        "/communications/getPresencesByUserId",
+        json!({"ids": [a]}),
+    );
     assert_eq!(r.status, 429);
     let ra: i64 = r.get_header("Retry-After").unwrap().parse().unwrap();
     assert!((1..=30).contains(&ra));
@@ -55,7 +79,9 @@ fn batch(t: &mut T, tok: &str, reqs: Value) -> fake_m365::Response {
 fn batch_of_21_is_400() {
     let mut t = setup();
     let tok = t.svc_token();
-    let reqs: Vec<Value> = (0..21).map(|i| json!({"id": i.to_string(), "method": "GET", "url": "/me"})).collect();
+    let reqs: Vec<Value> = (0..21)
+        .map(|i| json!({"id": i.to_string(), "method": "GET", "url": "/me"}))
+        .collect();
     let r = batch(&mut t, &tok, json!(reqs));
     assert_eq!(r.status, 400);
     let r = batch(&mut t, &tok, json!(reqs[..20].to_vec()));
@@ -63,7 +89,15 @@ fn batch_of_21_is_400() {
     assert_eq!(r.body_json()["responses"].as_array().unwrap().len(), 20);
     // Duplicate ids (case-insensitive), absolute urls, body without Content-Type: whole batch 400.
     assert_eq!(batch(&mut t, &tok, json!([{"id": "a", "method": "GET", "url": "/me"}, {"id": "A", "method": "GET", "url": "/me"}])).status, 400);
-    assert_eq!(batch(&mut t, &tok, json!([{"id": "a", "method": "GET", "url": "https://graph.microsoft.com/v1.0/me"}])).status, 400);
+    assert_eq!(
+        batch(
+            &mut t,
+            &tok,
+            json!([{"id": "a", "method": "GET", "url": "https://graph.microsoft.com/v1.0/me"}])
+        )
+        .status,
+        400
+    );
     assert_eq!(batch(&mut t, &tok, json!([{"id": "a", "method": "POST", "url": "/communications/getPresencesByUserId", "body": {"ids": []}}])).status, 400);
 }
 
@@ -72,7 +106,12 @@ fn batch_depends_on_424_and_inner_429() {
     let mut t = setup();
     let tok = t.svc_token();
     let a = t.alice.id.clone();
-    t.fake.add_fault(Fault { path_contains: Some("/users/".into()), method: None, fault: FaultKind::Throttle { retry_after_s: 10 }, remaining: Some(1) });
+    t.fake.add_fault(Fault {
+        path_contains: Some("/users/".into()),
+        method: None,
+        fault: FaultKind::Throttle { retry_after_s: 10 },
+        remaining: Some(1),
+    });
     let reqs = json!([
         {"id": "1", "method": "GET", "url": format!("/users/{a}/presence")},
         {"id": "2", "method": "POST", "url": "/communications/getPresencesByUserId", "headers": {"Content-Type": "application/json"}, "body": {"ids": [a]}},
@@ -88,9 +127,30 @@ fn batch_depends_on_424_and_inner_429() {
     assert_eq!(by("2")["status"], 200);
     assert_eq!(by("3")["status"], 424);
     assert_eq!(by("4")["status"], 200);
-    assert!(by("4")["body"]["value"].as_array().unwrap().iter().any(|u| u["displayName"] == "Adele Vance"));
+    assert!(
+        by("4")["body"]["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["displayName"] == "Adele Vance")
+    );
     // Responses come in any order: over many batches the order differs from the request order.
-    let reqs: Vec<Value> = (0..10).map(|i| json!({"id": i.to_string(), "method": "GET", "url": "/me"})).collect();
-    let orders: Vec<Vec<String>> = (0..5).map(|_| batch(&mut t, &tok, json!(reqs)).body_json()["responses"].as_array().unwrap().iter().map(|x| x["id"].as_str().unwrap().to_string()).collect()).collect();
-    assert!(orders.iter().any(|o| o.iter().enumerate().any(|(i, id)| *id != i.to_string())));
+    let reqs: Vec<Value> = (0..10)
+        .map(|i| json!({"id": i.to_string(), "method": "GET", "url": "/me"}))
+        .collect();
+    let orders: Vec<Vec<String>> = (0..5)
+        .map(|_| {
+            batch(&mut t, &tok, json!(reqs)).body_json()["responses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["id"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .collect();
+    assert!(
+        orders
+            .iter()
+            .any(|o| o.iter().enumerate().any(|(i, id)| *id != i.to_string()))
+    );
 }

@@ -21,16 +21,38 @@ fn calendar_view_requires_window_and_expands_recurrence() {
     let id = t.fake.add_event(&a, weekly_event()).unwrap();
     t.fake.add_event(&a, json!({"subject": "Holiday", "showAs": "oof", "isAllDay": true, "start": {"dateTime": "2026-01-16T00:00:00", "timeZone": "UTC"}, "end": {"dateTime": "2026-01-17T00:00:00", "timeZone": "UTC"}})).unwrap();
     assert_eq!(t.get(&tok, &format!("/users/{a}/calendarView")).status, 400);
-    assert_eq!(t.get(&tok, &format!("/users/{a}/calendarView?startDateTime=2026-01-12T00:00:00Z")).status, 400);
+    assert_eq!(
+        t.get(
+            &tok,
+            &format!("/users/{a}/calendarView?startDateTime=2026-01-12T00:00:00Z")
+        )
+        .status,
+        400
+    );
     // Cancel Thursday 15th, move Monday 12th.
     t.fake.set_occurrence_exception(&a, &id, "2026-01-15", None);
     t.fake.set_occurrence_exception(&a, &id, "2026-01-12", Some(json!({"subject": "Moved sync", "start": {"dateTime": "2026-01-12T14:00:00", "timeZone": "UTC"}, "end": {"dateTime": "2026-01-12T15:00:00", "timeZone": "UTC"}})));
     let r = t.get(&tok, &format!("/users/{a}/calendarView?startDateTime=2026-01-12T00:00:00Z&endDateTime=2026-01-19T00:00:00Z&$top=50"));
     assert_eq!(r.status, 200);
     let v = r.body_json()["value"].as_array().unwrap().clone();
-    let kinds: Vec<(&str, &str)> = v.iter().map(|e| (e["type"].as_str().unwrap(), e["start"]["dateTime"].as_str().unwrap())).collect();
+    let kinds: Vec<(&str, &str)> = v
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap(),
+                e["start"]["dateTime"].as_str().unwrap(),
+            )
+        })
+        .collect();
     // Jan 12 exception (moved), Jan 15 cancelled (omitted), Jan 16 all-day single, no series master.
-    assert_eq!(kinds, vec![("exception", "2026-01-12T14:00:00.0000000"), ("singleInstance", "2026-01-16T00:00:00.0000000")], "{v:?}");
+    assert_eq!(
+        kinds,
+        vec![
+            ("exception", "2026-01-12T14:00:00.0000000"),
+            ("singleInstance", "2026-01-16T00:00:00.0000000")
+        ],
+        "{v:?}"
+    );
     assert_eq!(v[0]["seriesMasterId"], id.as_str());
     // Next week: occurrences at 09:00 Berlin = 08:00 UTC.
     let r = t.get(&tok, &format!("/users/{a}/calendarView?startDateTime=2026-01-19T00:00:00Z&endDateTime=2026-01-26T00:00:00Z"));
@@ -77,7 +99,12 @@ fn event_subscription_notifies_created() {
     t.fake.config_mut().event_subs_per_mailbox = 1;
     let mut b2 = body;
     b2["notificationUrl"] = json!("https://connector.example/ev2");
-    assert_eq!(t.send(&tok, "POST", "/subscriptions", b2).unwrap_response().status, 403);
+    assert_eq!(
+        t.send(&tok, "POST", "/subscriptions", b2)
+            .unwrap_response()
+            .status,
+        403
+    );
 }
 
 #[test]
@@ -85,30 +112,68 @@ fn contacts_filter_rules_and_search() {
     let mut t = setup();
     let tok = t.app_token();
     let a = t.alice.id.clone();
-    for (g, s, mail) in [("Garth", "Fort", "garth@contoso.com"), ("Gary", "Møller", "gary@fabrikam.com"), ("Anna", "Garcia", "anna@contoso.com")] {
+    for (g, s, mail) in [
+        ("Garth", "Fort", "garth@contoso.com"),
+        ("Gary", "Møller", "gary@fabrikam.com"),
+        ("Anna", "Garcia", "anna@contoso.com"),
+    ] {
         t.fake.add_contact(&a, json!({"givenName": g, "surname": s, "emailAddresses": [{"name": format!("{g} {s}"), "address": mail}], "businessPhones": ["+1 425 555 0100"]})).unwrap();
     }
     for i in 0..12 {
-        t.fake.add_contact(&a, json!({"givenName": format!("Filler{i}"), "surname": "X"})).unwrap();
+        t.fake
+            .add_contact(
+                &a,
+                json!({"givenName": format!("Filler{i}"), "surname": "X"}),
+            )
+            .unwrap();
     }
-    let r = t.get(&tok, &format!("/users/{a}/contacts?$filter=emailAddresses/any(a:a/address%20eq%20'garth@contoso.com')"));
+    let r = t.get(
+        &tok,
+        &format!(
+            "/users/{a}/contacts?$filter=emailAddresses/any(a:a/address%20eq%20'garth@contoso.com')"
+        ),
+    );
     assert_eq!(r.status, 200);
     assert_eq!(r.body_json()["value"].as_array().unwrap().len(), 1);
-    let r = t.get(&tok, &format!("/users/{a}/contacts?$filter=emailAddresses/any(a:startswith(a/address,'garth'))"));
+    let r = t.get(
+        &tok,
+        &format!("/users/{a}/contacts?$filter=emailAddresses/any(a:startswith(a/address,'garth'))"),
+    );
     assert_eq!(r.status, 400);
     assert_eq!(r.body_json()["error"]["code"], "ErrorInvalidUrlQueryFilter");
-    let r = t.get(&tok, &format!("/users/{a}/contacts?$filter=startswith(displayName,'Ga')"));
+    let r = t.get(
+        &tok,
+        &format!("/users/{a}/contacts?$filter=startswith(displayName,'Ga')"),
+    );
     assert_eq!(r.body_json()["value"].as_array().unwrap().len(), 2);
-    let r = t.get(&tok, &format!("/users/{a}/contacts?$filter=startswith(surname,'Gar')"));
+    let r = t.get(
+        &tok,
+        &format!("/users/{a}/contacts?$filter=startswith(surname,'Gar')"),
+    );
     assert_eq!(r.body_json()["value"].as_array().unwrap().len(), 1);
-    let r = t.get(&tok, &format!("/users/{a}/contacts?$filter=startswith(jobTitle,'B')"));
+    let r = t.get(
+        &tok,
+        &format!("/users/{a}/contacts?$filter=startswith(jobTitle,'B')"),
+    );
     assert_eq!(r.status, 400);
     let r = t.get(&tok, &format!("/users/{a}/contacts?$search=%22m%C3%B8l%22"));
     assert_eq!(r.body_json()["value"][0]["surname"], "Møller");
     // Paging: default page size, $skip-based nextLink.
     let b = t.get(&tok, &format!("/users/{a}/contacts")).body_json();
     assert_eq!(b["value"].as_array().unwrap().len(), 10);
-    let next = b["@odata.nextLink"].as_str().unwrap().split("/v1.0").nth(1).unwrap().to_string();
+    let next = b["@odata.nextLink"]
+        .as_str()
+        .unwrap()
+        .split("/v1.0")
+        .nth(1)
+        .unwrap()
+        .to_string();
     assert!(next.contains("$skip=10"));
-    assert_eq!(t.get(&tok, &next).body_json()["value"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        t.get(&tok, &next).body_json()["value"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
 }

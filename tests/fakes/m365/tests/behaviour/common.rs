@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use fake_m365::clock::TEST_EPOCH_MS;
 use fake_m365::http::pct_encode;
-use fake_m365::{AppReg, Config, Fake, Handled, ManualClock, Outbound, OutboundResult, Request, Response, User, UserSpec};
+use fake_m365::{
+    AppReg, Config, Fake, Handled, ManualClock, Outbound, OutboundResult, Request, Response, User,
+    UserSpec,
+};
 use serde_json::{Value, json};
 
 pub struct T {
@@ -35,21 +38,65 @@ pub fn setup_with(cfg: Config) -> T {
         client_id: app.clone(),
         display_name: "connector".into(),
         public_client: true,
-        delegated: ["Presence.Read.All", "Presence.ReadWrite", "User.Read.All", "Calendars.Read", "Contacts.Read"].map(String::from).to_vec(),
+        delegated: [
+            "Presence.Read.All",
+            "Presence.ReadWrite",
+            "User.Read.All",
+            "Calendars.Read",
+            "Contacts.Read",
+        ]
+        .map(String::from)
+        .to_vec(),
         ..Default::default()
     });
     fake.add_app(AppReg {
         client_id: daemon.clone(),
         display_name: "daemon".into(),
         secret: Some(daemon_secret.clone()),
-        roles: ["Presence.ReadWrite.All", "User.Read.All", "Calendars.Read", "Contacts.Read"].map(String::from).to_vec(),
+        roles: [
+            "Presence.ReadWrite.All",
+            "User.Read.All",
+            "Calendars.Read",
+            "Contacts.Read",
+        ]
+        .map(String::from)
+        .to_vec(),
         ..Default::default()
     });
-    let svc = fake.add_user(UserSpec { display_name: "PBX Service".into(), user_principal_name: Some("pbx-svc@contoso.com".into()), password: Some(SVC_PASSWORD.into()), ..Default::default() });
-    let alice = fake.add_user(UserSpec { display_name: "Adele Vance".into(), user_principal_name: Some("adelev@contoso.com".into()), ..Default::default() });
-    let bob = fake.add_user(UserSpec { display_name: "Jürgen Müller".into(), user_principal_name: Some("juergen@contoso.com".into()), ..Default::default() });
-    let carol = fake.add_user(UserSpec { display_name: "Carol NoTeams".into(), user_principal_name: Some("carol@contoso.com".into()), mail: Some(String::new()), teams: Some(false), ..Default::default() });
-    T { fake, clock, app, daemon, daemon_secret, svc, alice, bob, carol }
+    let svc = fake.add_user(UserSpec {
+        display_name: "PBX Service".into(),
+        user_principal_name: Some("pbx-svc@contoso.com".into()),
+        password: Some(SVC_PASSWORD.into()),
+        ..Default::default()
+    });
+    let alice = fake.add_user(UserSpec {
+        display_name: "Adele Vance".into(),
+        user_principal_name: Some("adelev@contoso.com".into()),
+        ..Default::default()
+    });
+    let bob = fake.add_user(UserSpec {
+        display_name: "Jürgen Müller".into(),
+        user_principal_name: Some("juergen@contoso.com".into()),
+        ..Default::default()
+    });
+    let carol = fake.add_user(UserSpec {
+        display_name: "Carol NoTeams".into(),
+        user_principal_name: Some("carol@contoso.com".into()),
+        mail: Some(String::new()),
+        teams: Some(false),
+        ..Default::default()
+    });
+    T {
+        fake,
+        clock,
+        app,
+        daemon,
+        daemon_secret,
+        svc,
+        alice,
+        bob,
+        carol,
+    }
 }
 
 pub fn setup() -> T {
@@ -57,7 +104,11 @@ pub fn setup() -> T {
 }
 
 pub fn form(pairs: &[(&str, &str)]) -> String {
-    pairs.iter().map(|(k, v)| format!("{}={}", pct_encode(k), pct_encode(v))).collect::<Vec<_>>().join("&")
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", pct_encode(k), pct_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 impl T {
@@ -66,7 +117,9 @@ impl T {
     }
 
     pub fn token_raw(&mut self, tenant: &str, body: &str) -> Response {
-        let r = Request::new("POST", &format!("/{tenant}/oauth2/v2.0/token")).header("Content-Type", "application/x-www-form-urlencoded").body(body.as_bytes().to_vec());
+        let r = Request::new("POST", &format!("/{tenant}/oauth2/v2.0/token"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body.as_bytes().to_vec());
         self.fake.handle(r).unwrap_response()
     }
 
@@ -86,21 +139,38 @@ impl T {
     /// Application token of the daemon via client credentials.
     pub fn app_token(&mut self) -> String {
         let (d, s) = (self.daemon.clone(), self.daemon_secret.clone());
-        let r = self.token(&[("client_id", &d), ("client_secret", &s), ("grant_type", "client_credentials"), ("scope", "https://graph.microsoft.com/.default")]);
+        let r = self.token(&[
+            ("client_id", &d),
+            ("client_secret", &s),
+            ("grant_type", "client_credentials"),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ]);
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         r.body_json()["access_token"].as_str().unwrap().to_string()
     }
 
     pub fn get(&mut self, tok: &str, path: &str) -> Response {
-        self.fake.handle(Request::new("GET", &format!("/v1.0{path}")).bearer(tok)).unwrap_response()
+        self.fake
+            .handle(Request::new("GET", &format!("/v1.0{path}")).bearer(tok))
+            .unwrap_response()
     }
 
     pub fn get_h(&mut self, tok: &str, path: &str, h: (&str, &str)) -> Response {
-        self.fake.handle(Request::new("GET", &format!("/v1.0{path}")).bearer(tok).header(h.0, h.1)).unwrap_response()
+        self.fake
+            .handle(
+                Request::new("GET", &format!("/v1.0{path}"))
+                    .bearer(tok)
+                    .header(h.0, h.1),
+            )
+            .unwrap_response()
     }
 
     pub fn send(&mut self, tok: &str, method: &str, path: &str, body: Value) -> Handled {
-        self.fake.handle(Request::new(method, &format!("/v1.0{path}")).bearer(tok).json(&body))
+        self.fake.handle(
+            Request::new(method, &format!("/v1.0{path}"))
+                .bearer(tok)
+                .json(&body),
+        )
     }
 
     pub fn post(&mut self, tok: &str, path: &str, body: Value) -> Response {
@@ -124,7 +194,10 @@ impl T {
             Handled::Pending(ticket) => {
                 self.answer_all(echo_validation);
                 let done = self.fake.take_completed();
-                done.into_iter().find(|(t, _)| *t == ticket).map(|x| x.1).expect("completed")
+                done.into_iter()
+                    .find(|(t, _)| *t == ticket)
+                    .map(|x| x.1)
+                    .expect("completed")
             }
             Handled::Hang => panic!("hang"),
         }
@@ -135,14 +208,28 @@ impl T {
 pub fn echo_validation(e: &Outbound) -> OutboundResult {
     if let Some(q) = e.url.split_once("validationToken=") {
         let tok = fake_m365::http::pct_decode(q.1, false);
-        OutboundResult::Status { status: 200, content_type: Some("text/plain; charset=utf-8".into()), body: tok.into_bytes(), elapsed_ms: 5 }
+        OutboundResult::Status {
+            status: 200,
+            content_type: Some("text/plain; charset=utf-8".into()),
+            body: tok.into_bytes(),
+            elapsed_ms: 5,
+        }
     } else {
-        OutboundResult::Status { status: 202, content_type: None, body: vec![], elapsed_ms: 5 }
+        OutboundResult::Status {
+            status: 202,
+            content_type: None,
+            body: vec![],
+            elapsed_ms: 5,
+        }
     }
 }
 
 pub fn presence_sub_body(ids: &[&str]) -> Value {
-    let list = ids.iter().map(|i| format!("'{i}'")).collect::<Vec<_>>().join(",");
+    let list = ids
+        .iter()
+        .map(|i| format!("'{i}'"))
+        .collect::<Vec<_>>()
+        .join(",");
     json!({"changeType": "updated", "notificationUrl": "https://connector.example/notify?tenant=contoso",
            "resource": format!("/communications/presences?$filter=id in ({list})"),
            "expirationDateTime": fake_m365::clock::iso_z(fake_m365::clock::TEST_EPOCH_MS + 3_600_000), "clientState": "secret-state"})

@@ -8,7 +8,10 @@ use crate::common::*;
 #[test]
 fn bearer_missing_or_expired_is_401() {
     let mut t = setup();
-    let r = t.fake.handle(Request::new("GET", "/v1.0/users")).unwrap_response();
+    let r = t
+        .fake
+        .handle(Request::new("GET", "/v1.0/users"))
+        .unwrap_response();
     assert_eq!(r.status, 401);
     assert_eq!(r.body_json()["error"]["code"], "InvalidAuthenticationToken");
     let r = t.get("garbage.token.here", "/users");
@@ -22,18 +25,29 @@ fn bearer_missing_or_expired_is_401() {
 fn wrong_permission_is_403_by_token_kind() {
     let mut t = setup();
     // Delegated token without User.Read.All: directory 403 Authorization_RequestDenied.
-    let tok = t.fake.issue_token(&t.app.clone(), Some("pbx-svc@contoso.com"), &["Presence.Read.All"]);
+    let tok = t.fake.issue_token(
+        &t.app.clone(),
+        Some("pbx-svc@contoso.com"),
+        &["Presence.Read.All"],
+    );
     let r = t.get(&tok, "/users");
     assert_eq!(r.status, 403);
-    assert_eq!(r.body_json()["error"]["code"], "Authorization_RequestDenied");
+    assert_eq!(
+        r.body_json()["error"]["code"],
+        "Authorization_RequestDenied"
+    );
     // Application token with roles but not the presence role: Forbidden.
-    let tok = t.fake.issue_token(&t.daemon.clone(), None, &["User.Read.All"]);
+    let tok = t
+        .fake
+        .issue_token(&t.daemon.clone(), None, &["User.Read.All"]);
     let uid = t.alice.id.clone();
     let r = t.get(&tok, &format!("/users/{uid}/presence"));
     assert_eq!(r.status, 403);
     assert_eq!(r.body_json()["error"]["code"], "Forbidden");
     // The delegated scope does not count for an app token and vice versa.
-    let tok = t.fake.issue_token(&t.daemon.clone(), None, &["Presence.Read"]);
+    let tok = t
+        .fake
+        .issue_token(&t.daemon.clone(), None, &["Presence.Read"]);
     assert_eq!(t.get(&tok, &format!("/users/{uid}/presence")).status, 403);
     let tok = t.app_token();
     assert_eq!(t.get(&tok, &format!("/users/{uid}/presence")).status, 200);
@@ -43,7 +57,14 @@ fn wrong_permission_is_403_by_token_kind() {
 fn errors_use_graph_envelope_and_request_ids() {
     let mut t = setup();
     let tok = t.svc_token();
-    let r = t.fake.handle(Request::new("GET", "/v1.0/users/00000000-0000-0000-0000-000000000000").bearer(&tok).header("client-request-id", "my-crid")).unwrap_response();
+    let r = t
+        .fake
+        .handle(
+            Request::new("GET", "/v1.0/users/00000000-0000-0000-0000-000000000000")
+                .bearer(&tok)
+                .header("client-request-id", "my-crid"),
+        )
+        .unwrap_response();
     assert_eq!(r.status, 404);
     let e = &r.body_json()["error"];
     assert!(e["code"].is_string() && e["message"].is_string());
@@ -64,7 +85,10 @@ fn users_paging_select_top_count_search() {
     let r = t.get(&tok, "/users");
     let b = r.body_json();
     assert_eq!(b["value"].as_array().unwrap().len(), 100);
-    assert!(b["value"][0].get("assignedPlans").is_none() && b["value"][0].get("businessPhones").is_some());
+    assert!(
+        b["value"][0].get("assignedPlans").is_none()
+            && b["value"][0].get("businessPhones").is_some()
+    );
     // Follow nextLink verbatim until it is absent.
     let mut next = b["@odata.nextLink"].as_str().map(str::to_string);
     let mut total = 100;
@@ -76,7 +100,9 @@ fn users_paging_select_top_count_search() {
     }
     assert_eq!(total, 254);
     // $select and $top cap.
-    let b = t.get(&tok, "/users?$select=id,displayName,assignedPlans&$top=999").body_json();
+    let b = t
+        .get(&tok, "/users?$select=id,displayName,assignedPlans&$top=999")
+        .body_json();
     assert_eq!(b["value"].as_array().unwrap().len(), 254);
     assert!(b["value"][0].get("assignedPlans").is_some() && b["value"][0].get("mail").is_none());
     assert_eq!(t.get(&tok, "/users?$top=1000").status, 400);
@@ -84,21 +110,81 @@ fn users_paging_select_top_count_search() {
     assert_eq!(t.get(&tok, "/users?$select=id,birthday").status, 501);
     // $count needs ConsistencyLevel: eventual.
     assert_eq!(t.get(&tok, "/users?$count=true").status, 400);
-    let b = t.get_h(&tok, "/users?$count=true&$top=5", ("ConsistencyLevel", "eventual")).body_json();
+    let b = t
+        .get_h(
+            &tok,
+            "/users?$count=true&$top=5",
+            ("ConsistencyLevel", "eventual"),
+        )
+        .body_json();
     assert_eq!(b["@odata.count"], 254);
     assert_eq!(t.get(&tok, "/users/$count").status, 400);
-    assert_eq!(String::from_utf8(t.get_h(&tok, "/users/$count", ("ConsistencyLevel", "eventual")).body).unwrap(), "254");
+    assert_eq!(
+        String::from_utf8(
+            t.get_h(&tok, "/users/$count", ("ConsistencyLevel", "eventual"))
+                .body
+        )
+        .unwrap(),
+        "254"
+    );
     // $search: quoted "prop:term", tokenized prefix, needs the header.
-    assert_eq!(t.get(&tok, "/users?$search=%22displayName:m%C3%BCl%22").status, 400);
-    assert_eq!(t.get_h(&tok, "/users?$search=displayName:mul", ("ConsistencyLevel", "eventual")).status, 400);
-    let b = t.get_h(&tok, "/users?$search=%22displayName:m%C3%BCl%22&$count=true", ("ConsistencyLevel", "eventual")).body_json();
-    let names: Vec<&str> = b["value"].as_array().unwrap().iter().map(|u| u["displayName"].as_str().unwrap()).collect();
-    assert!(names.contains(&"Jürgen Müller") && names.iter().all(|n| n.to_lowercase().split(' ').any(|w| w.starts_with("mül"))));
+    assert_eq!(
+        t.get(&tok, "/users?$search=%22displayName:m%C3%BCl%22")
+            .status,
+        400
+    );
+    assert_eq!(
+        t.get_h(
+            &tok,
+            "/users?$search=displayName:mul",
+            ("ConsistencyLevel", "eventual")
+        )
+        .status,
+        400
+    );
+    let b = t
+        .get_h(
+            &tok,
+            "/users?$search=%22displayName:m%C3%BCl%22&$count=true",
+            ("ConsistencyLevel", "eventual"),
+        )
+        .body_json();
+    let names: Vec<&str> = b["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["displayName"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"Jürgen Müller")
+            && names
+                .iter()
+                .all(|n| n.to_lowercase().split(' ').any(|w| w.starts_with("mül")))
+    );
     // Teams licence filter and advanced operators.
     let b = t.get(&tok, "/users?$filter=assignedPlans/any(p:p/servicePlanId%20eq%2057ff2da0-773e-42df-b2af-ffb7a2317929)&$top=999").body_json();
-    assert!(b["value"].as_array().unwrap().len() < 254 && !b["value"].as_array().unwrap().iter().any(|u| u["displayName"] == "Carol NoTeams"));
-    assert_eq!(t.get(&tok, "/users?$filter=endswith(mail,'contoso.com')").status, 400);
-    assert_eq!(t.get_h(&tok, "/users?$filter=endswith(mail,'contoso.com')&$count=true", ("ConsistencyLevel", "eventual")).status, 200);
+    assert!(
+        b["value"].as_array().unwrap().len() < 254
+            && !b["value"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|u| u["displayName"] == "Carol NoTeams")
+    );
+    assert_eq!(
+        t.get(&tok, "/users?$filter=endswith(mail,'contoso.com')")
+            .status,
+        400
+    );
+    assert_eq!(
+        t.get_h(
+            &tok,
+            "/users?$filter=endswith(mail,'contoso.com')&$count=true",
+            ("ConsistencyLevel", "eventual")
+        )
+        .status,
+        200
+    );
 }
 
 #[test]
@@ -107,13 +193,33 @@ fn users_delta_rounds_removed_and_latest() {
     t.fake.populate(150, 9);
     let tok = t.svc_token();
     // Initial round: nextLink pages then a deltaLink.
-    let b = t.get(&tok, "/users/delta?$select=id,displayName,mail").body_json();
+    let b = t
+        .get(&tok, "/users/delta?$select=id,displayName,mail")
+        .body_json();
     assert!(b["@odata.nextLink"].is_string() && b.get("@odata.deltaLink").is_none());
-    let next = b["@odata.nextLink"].as_str().unwrap().split("/v1.0").nth(1).unwrap().to_string();
+    let next = b["@odata.nextLink"]
+        .as_str()
+        .unwrap()
+        .split("/v1.0")
+        .nth(1)
+        .unwrap()
+        .to_string();
     let b = t.get(&tok, &next).body_json();
-    let delta = b["@odata.deltaLink"].as_str().unwrap().split("/v1.0").nth(1).unwrap().to_string();
+    let delta = b["@odata.deltaLink"]
+        .as_str()
+        .unwrap()
+        .split("/v1.0")
+        .nth(1)
+        .unwrap()
+        .to_string();
     // No change: empty.
-    assert_eq!(t.get(&tok, &delta).body_json()["value"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        t.get(&tok, &delta).body_json()["value"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
     // Changes: update, soft delete, permanent delete, new user.
     let a = t.alice.id.clone();
     let bob = t.bob.id.clone();
@@ -121,22 +227,49 @@ fn users_delta_rounds_removed_and_latest() {
     t.fake.update_user(&a, &json!({"displayName": "Adele V."}));
     t.fake.delete_user(&bob, false);
     t.fake.delete_user(&carol, true);
-    t.fake.add_user(UserSpec { display_name: "New Person".into(), ..Default::default() });
+    t.fake.add_user(UserSpec {
+        display_name: "New Person".into(),
+        ..Default::default()
+    });
     let b = t.get(&tok, &delta).body_json();
     let v = b["value"].as_array().unwrap();
     assert_eq!(v.len(), 4, "{v:?}");
-    assert!(v.iter().any(|x| x["id"] == bob.as_str() && x["@removed"]["reason"] == "changed"));
-    assert!(v.iter().any(|x| x["id"] == carol.as_str() && x["@removed"]["reason"] == "deleted"));
+    assert!(
+        v.iter()
+            .any(|x| x["id"] == bob.as_str() && x["@removed"]["reason"] == "changed")
+    );
+    assert!(
+        v.iter()
+            .any(|x| x["id"] == carol.as_str() && x["@removed"]["reason"] == "deleted")
+    );
     // return=minimal: only changed properties.
     let r = t.get_h(&tok, &delta, ("Prefer", "return=minimal"));
-    let adele = r.body_json()["value"].as_array().unwrap().iter().find(|x| x["id"] == a.as_str()).cloned().unwrap();
+    let adele = r.body_json()["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == a.as_str())
+        .cloned()
+        .unwrap();
     assert_eq!(adele["displayName"], "Adele V.");
     assert!(adele.get("mail").is_none());
     // A change to a property outside $select does not show up.
     let b = t.get(&tok, &delta).body_json();
-    let delta2 = b["@odata.deltaLink"].as_str().unwrap().split("/v1.0").nth(1).unwrap().to_string();
+    let delta2 = b["@odata.deltaLink"]
+        .as_str()
+        .unwrap()
+        .split("/v1.0")
+        .nth(1)
+        .unwrap()
+        .to_string();
     t.fake.update_user(&a, &json!({"jobTitle": "CEO"}));
-    assert_eq!(t.get(&tok, &delta2).body_json()["value"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        t.get(&tok, &delta2).body_json()["value"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
     // latest: only a deltaLink.
     let b = t.get(&tok, "/users/delta?$deltatoken=latest").body_json();
     assert!(b["@odata.deltaLink"].is_string() && b["value"].as_array().unwrap().is_empty());
@@ -148,13 +281,25 @@ fn users_delta_gone_and_expired_tokens() {
     let mut t = setup();
     let tok = t.svc_token();
     let b = t.get(&tok, "/users/delta").body_json();
-    let delta = b["@odata.deltaLink"].as_str().unwrap().split("/v1.0").nth(1).unwrap().to_string();
+    let delta = b["@odata.deltaLink"]
+        .as_str()
+        .unwrap()
+        .split("/v1.0")
+        .nth(1)
+        .unwrap()
+        .to_string();
     t.fake.invalidate_delta_tokens();
     let r = t.get(&tok, &delta);
     assert_eq!(r.status, 410);
     assert!(r.get_header("Location").is_some());
     let b = t.get(&tok, "/users/delta").body_json();
-    let delta = b["@odata.deltaLink"].as_str().unwrap().split("/v1.0").nth(1).unwrap().to_string();
+    let delta = b["@odata.deltaLink"]
+        .as_str()
+        .unwrap()
+        .split("/v1.0")
+        .nth(1)
+        .unwrap()
+        .to_string();
     t.clock.advance(8 * 86_400_000);
     let tok = t.svc_token();
     let r = t.get(&tok, &delta);

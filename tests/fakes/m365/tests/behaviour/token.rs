@@ -13,11 +13,19 @@ fn misencoded_password_fails_as_50126() {
     let mut t = setup();
     let app = t.app.clone();
     // Correctly encoded: works, although the password holds & + % # = < and spaces.
-    let ok = t.token(&[("client_id", &app), ("grant_type", "password"), ("username", "pbx-svc@contoso.com"), ("password", SVC_PASSWORD), ("scope", "Presence.Read.All")]);
+    let ok = t.token(&[
+        ("client_id", &app),
+        ("grant_type", "password"),
+        ("username", "pbx-svc@contoso.com"),
+        ("password", SVC_PASSWORD),
+        ("scope", "Presence.Read.All"),
+    ]);
     assert_eq!(ok.status, 200);
     // Unencoded: '&' splits the body, '+' becomes a space, '%' stays literal -> wrong password.
     let tenant = t.tenant();
-    let raw = format!("client_id={app}&grant_type=password&username=pbx-svc%40contoso.com&password={SVC_PASSWORD}&scope=Presence.Read.All");
+    let raw = format!(
+        "client_id={app}&grant_type=password&username=pbx-svc%40contoso.com&password={SVC_PASSWORD}&scope=Presence.Read.All"
+    );
     let bad = t.token_raw(&tenant, &raw);
     assert_eq!(bad.status, 400);
     assert_eq!(bad.body_json()["error"], "invalid_grant");
@@ -28,16 +36,37 @@ fn misencoded_password_fails_as_50126() {
 fn token_rejects_non_form_content_type() {
     let mut t = setup();
     let tenant = t.tenant();
-    let body = format!("{{\"client_id\":\"{}\",\"grant_type\":\"password\"}}", t.app);
-    let r = t.fake.handle(Request::new("POST", &format!("/{tenant}/oauth2/v2.0/token")).header("Content-Type", "application/json").body(body.into_bytes())).unwrap_response();
+    let body = format!(
+        "{{\"client_id\":\"{}\",\"grant_type\":\"password\"}}",
+        t.app
+    );
+    let r = t
+        .fake
+        .handle(
+            Request::new("POST", &format!("/{tenant}/oauth2/v2.0/token"))
+                .header("Content-Type", "application/json")
+                .body(body.into_bytes()),
+        )
+        .unwrap_response();
     assert_eq!(r.status, 400);
-    assert!(r.body_json()["error_description"].as_str().unwrap().starts_with("AADSTS900144:"));
+    assert!(
+        r.body_json()["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("AADSTS900144:")
+    );
 }
 
 #[test]
 fn password_grant_rejected_on_common() {
     let mut t = setup();
-    let body = form(&[("client_id", &t.app.clone()), ("grant_type", "password"), ("username", "pbx-svc@contoso.com"), ("password", SVC_PASSWORD), ("scope", "Presence.Read.All")]);
+    let body = form(&[
+        ("client_id", &t.app.clone()),
+        ("grant_type", "password"),
+        ("username", "pbx-svc@contoso.com"),
+        ("password", SVC_PASSWORD),
+        ("scope", "Presence.Read.All"),
+    ]);
     for tenant in ["common", "consumers"] {
         let r = t.token_raw(tenant, &body);
         assert_eq!(r.status, 400);
@@ -51,14 +80,39 @@ fn password_grant_rejected_on_common() {
 fn client_credentials_requires_dot_default_scope() {
     let mut t = setup();
     let (d, s) = (t.daemon.clone(), t.daemon_secret.clone());
-    let r = t.token(&[("client_id", &d), ("client_secret", &s), ("grant_type", "client_credentials"), ("scope", "https://graph.microsoft.com/Presence.ReadWrite.All")]);
+    let r = t.token(&[
+        ("client_id", &d),
+        ("client_secret", &s),
+        ("grant_type", "client_credentials"),
+        (
+            "scope",
+            "https://graph.microsoft.com/Presence.ReadWrite.All",
+        ),
+    ]);
     assert_eq!(r.status, 400);
     assert_eq!(r.body_json()["error"], "invalid_scope");
     assert_eq!(aad_code(&r), 70011);
     // HTTP Basic client authentication works too (RFC 6749 2.3.1).
     let tenant = t.tenant();
-    let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{d}:{}", fake_m365::http::pct_encode(&s)));
-    let r = t.fake.handle(Request::new("POST", &format!("/{tenant}/oauth2/v2.0/token")).header("Content-Type", "application/x-www-form-urlencoded").header("Authorization", &format!("Basic {basic}")).body(form(&[("grant_type", "client_credentials"), ("scope", "https://graph.microsoft.com/.default")]).into_bytes())).unwrap_response();
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{d}:{}", fake_m365::http::pct_encode(&s)),
+    );
+    let r = t
+        .fake
+        .handle(
+            Request::new("POST", &format!("/{tenant}/oauth2/v2.0/token"))
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .header("Authorization", &format!("Basic {basic}"))
+                .body(
+                    form(&[
+                        ("grant_type", "client_credentials"),
+                        ("scope", "https://graph.microsoft.com/.default"),
+                    ])
+                    .into_bytes(),
+                ),
+        )
+        .unwrap_response();
     assert_eq!(r.status, 200, "{:?}", r.body_json());
 }
 
@@ -66,15 +120,33 @@ fn client_credentials_requires_dot_default_scope() {
 fn scripted_aadsts_errors_have_entra_shape() {
     let mut t = setup();
     let app = t.app.clone();
-    let ropc = |t: &mut T| t.token(&[("client_id", &app), ("grant_type", "password"), ("username", "pbx-svc@contoso.com"), ("password", SVC_PASSWORD), ("scope", "Presence.Read.All")]);
+    let ropc = |t: &mut T| {
+        t.token(&[
+            ("client_id", &app),
+            ("grant_type", "password"),
+            ("username", "pbx-svc@contoso.com"),
+            ("password", SVC_PASSWORD),
+            ("scope", "Presence.Read.All"),
+        ])
+    };
     for code in [50126u32, 50076, 50079, 53003, 50057, 50053, 50055] {
         t.fake.script_user_error("pbx-svc@contoso.com", Some(code));
         let r = ropc(&mut t);
         assert_eq!(r.status, 400);
         let b = r.body_json();
         assert_eq!(b["error"], "invalid_grant");
-        assert!(b["error_description"].as_str().unwrap().starts_with(&format!("AADSTS{code}:")));
-        assert!(b["error_description"].as_str().unwrap().contains("Trace ID:"));
+        assert!(
+            b["error_description"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("AADSTS{code}:"))
+        );
+        assert!(
+            b["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("Trace ID:")
+        );
         assert_eq!(b["error_codes"][0], code);
         for k in ["timestamp", "trace_id", "correlation_id"] {
             assert!(b[k].is_string(), "{k}");
@@ -84,17 +156,49 @@ fn scripted_aadsts_errors_have_entra_shape() {
     assert_eq!(ropc(&mut t).status, 200);
     // App-level errors.
     let (d, s) = (t.daemon.clone(), t.daemon_secret.clone());
-    let r = t.token(&[("client_id", &d), ("client_secret", "the-secret-id-not-value"), ("grant_type", "client_credentials"), ("scope", "https://graph.microsoft.com/.default")]);
+    let r = t.token(&[
+        ("client_id", &d),
+        ("client_secret", "the-secret-id-not-value"),
+        ("grant_type", "client_credentials"),
+        ("scope", "https://graph.microsoft.com/.default"),
+    ]);
     assert_eq!((r.status, aad_code(&r)), (401, 7000215));
-    let r = t.token(&[("client_id", &d), ("grant_type", "client_credentials"), ("scope", "https://graph.microsoft.com/.default")]);
+    let r = t.token(&[
+        ("client_id", &d),
+        ("grant_type", "client_credentials"),
+        ("scope", "https://graph.microsoft.com/.default"),
+    ]);
     assert_eq!((r.status, aad_code(&r)), (401, 7000218));
     // ROPC with a confidential app but no secret: public client flows disabled.
-    let r = t.token(&[("client_id", &d), ("grant_type", "password"), ("username", "pbx-svc@contoso.com"), ("password", SVC_PASSWORD), ("scope", "Presence.Read.All")]);
+    let r = t.token(&[
+        ("client_id", &d),
+        ("grant_type", "password"),
+        ("username", "pbx-svc@contoso.com"),
+        ("password", SVC_PASSWORD),
+        ("scope", "Presence.Read.All"),
+    ]);
     assert_eq!(aad_code(&r), 7000218);
-    let r = t.token(&[("client_id", "99999999-9999-9999-9999-999999999999"), ("grant_type", "client_credentials"), ("client_secret", "x"), ("scope", "https://graph.microsoft.com/.default")]);
-    assert_eq!((r.status, r.body_json()["error"].as_str().unwrap().to_string(), aad_code(&r)), (400, "unauthorized_client".into(), 700016));
+    let r = t.token(&[
+        ("client_id", "99999999-9999-9999-9999-999999999999"),
+        ("grant_type", "client_credentials"),
+        ("client_secret", "x"),
+        ("scope", "https://graph.microsoft.com/.default"),
+    ]);
+    assert_eq!(
+        (
+            r.status,
+            r.body_json()["error"].as_str().unwrap().to_string(),
+            aad_code(&r)
+        ),
+        (400, "unauthorized_client".into(), 700016)
+    );
     t.fake.script_app_error(&d, Some(7000222));
-    let r = t.token(&[("client_id", &d), ("client_secret", &s), ("grant_type", "client_credentials"), ("scope", "https://graph.microsoft.com/.default")]);
+    let r = t.token(&[
+        ("client_id", &d),
+        ("client_secret", &s),
+        ("grant_type", "client_credentials"),
+        ("scope", "https://graph.microsoft.com/.default"),
+    ]);
     assert_eq!((r.status, aad_code(&r)), (401, 7000222));
 }
 
@@ -102,17 +206,45 @@ fn scripted_aadsts_errors_have_entra_shape() {
 fn refresh_token_rotates_and_old_stays_valid_until_revoked() {
     let mut t = setup();
     let app = t.app.clone();
-    let r = t.token(&[("client_id", &app), ("grant_type", "password"), ("username", "pbx-svc@contoso.com"), ("password", SVC_PASSWORD), ("scope", "Presence.Read.All offline_access")]);
+    let r = t.token(&[
+        ("client_id", &app),
+        ("grant_type", "password"),
+        ("username", "pbx-svc@contoso.com"),
+        ("password", SVC_PASSWORD),
+        ("scope", "Presence.Read.All offline_access"),
+    ]);
     let rt1 = r.body_json()["refresh_token"].as_str().unwrap().to_string();
-    let r = t.token(&[("client_id", &app), ("grant_type", "refresh_token"), ("refresh_token", &rt1)]);
+    let r = t.token(&[
+        ("client_id", &app),
+        ("grant_type", "refresh_token"),
+        ("refresh_token", &rt1),
+    ]);
     assert_eq!(r.status, 200);
     let rt2 = r.body_json()["refresh_token"].as_str().unwrap().to_string();
     assert_ne!(rt1, rt2, "every refresh returns a new RT");
     // The old one still works.
-    assert_eq!(t.token(&[("client_id", &app), ("grant_type", "refresh_token"), ("refresh_token", &rt1)]).status, 200);
+    assert_eq!(
+        t.token(&[
+            ("client_id", &app),
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt1)
+        ])
+        .status,
+        200
+    );
     t.fake.revoke_refresh_tokens("pbx-svc@contoso.com");
-    let r = t.token(&[("client_id", &app), ("grant_type", "refresh_token"), ("refresh_token", &rt2)]);
-    assert_eq!((r.body_json()["error"].as_str().unwrap().to_string(), aad_code(&r)), ("invalid_grant".into(), 70008));
+    let r = t.token(&[
+        ("client_id", &app),
+        ("grant_type", "refresh_token"),
+        ("refresh_token", &rt2),
+    ]);
+    assert_eq!(
+        (
+            r.body_json()["error"].as_str().unwrap().to_string(),
+            aad_code(&r)
+        ),
+        ("invalid_grant".into(), 70008)
+    );
 }
 
 #[test]
@@ -121,7 +253,13 @@ fn short_access_token_lifetime_expires() {
     cfg.access_token_lifetime_s = 60;
     let mut t = setup_with(cfg);
     let app = t.app.clone();
-    let r = t.token(&[("client_id", &app), ("grant_type", "password"), ("username", "pbx-svc@contoso.com"), ("password", SVC_PASSWORD), ("scope", "User.Read.All")]);
+    let r = t.token(&[
+        ("client_id", &app),
+        ("grant_type", "password"),
+        ("username", "pbx-svc@contoso.com"),
+        ("password", SVC_PASSWORD),
+        ("scope", "User.Read.All"),
+    ]);
     assert_eq!(r.body_json()["expires_in"], 60);
     let tok = r.body_json()["access_token"].as_str().unwrap().to_string();
     assert_eq!(t.get(&tok, "/users").status, 200);
@@ -135,10 +273,23 @@ fn short_access_token_lifetime_expires() {
 fn client_credentials_never_returns_refresh_token() {
     let mut t = setup();
     let (d, s) = (t.daemon.clone(), t.daemon_secret.clone());
-    let r = t.token(&[("client_id", &d), ("client_secret", &s), ("grant_type", "client_credentials"), ("scope", "https://graph.microsoft.com/.default offline_access")]);
+    let r = t.token(&[
+        ("client_id", &d),
+        ("client_secret", &s),
+        ("grant_type", "client_credentials"),
+        (
+            "scope",
+            "https://graph.microsoft.com/.default offline_access",
+        ),
+    ]);
     // offline_access is not a .default scope: rejected; with only .default there is no RT.
     assert_eq!(r.status, 400);
-    let r = t.token(&[("client_id", &d), ("client_secret", &s), ("grant_type", "client_credentials"), ("scope", "https://graph.microsoft.com/.default")]);
+    let r = t.token(&[
+        ("client_id", &d),
+        ("client_secret", &s),
+        ("grant_type", "client_credentials"),
+        ("scope", "https://graph.microsoft.com/.default"),
+    ]);
     let b = r.body_json();
     assert!(b.get("refresh_token").is_none());
     assert_eq!(b["token_type"], "Bearer");
@@ -148,24 +299,60 @@ fn client_credentials_never_returns_refresh_token() {
 fn refresh_token_only_with_offline_access() {
     let mut t = setup();
     let app = t.app.clone();
-    let r = t.token(&[("client_id", &app), ("grant_type", "password"), ("username", "pbx-svc@contoso.com"), ("password", SVC_PASSWORD), ("scope", "Presence.Read.All")]);
+    let r = t.token(&[
+        ("client_id", &app),
+        ("grant_type", "password"),
+        ("username", "pbx-svc@contoso.com"),
+        ("password", SVC_PASSWORD),
+        ("scope", "Presence.Read.All"),
+    ]);
     assert!(r.body_json().get("refresh_token").is_none());
     assert!(r.body_json().get("id_token").is_none());
-    let r = t.token(&[("client_id", &app), ("grant_type", "password"), ("username", "pbx-svc@contoso.com"), ("password", SVC_PASSWORD), ("scope", "Presence.Read.All offline_access openid")]);
+    let r = t.token(&[
+        ("client_id", &app),
+        ("grant_type", "password"),
+        ("username", "pbx-svc@contoso.com"),
+        ("password", SVC_PASSWORD),
+        ("scope", "Presence.Read.All offline_access openid"),
+    ]);
     assert!(r.body_json()["refresh_token"].is_string());
     assert!(r.body_json()["id_token"].is_string());
 }
 
 fn device_start(t: &mut T) -> (String, String, i64) {
     let tenant = t.tenant();
-    let r = t.fake.handle(Request::new("POST", &format!("/{tenant}/oauth2/v2.0/devicecode")).header("Content-Type", "application/x-www-form-urlencoded").body(form(&[("client_id", &t.app.clone()), ("scope", "Presence.Read.All offline_access")]).into_bytes())).unwrap_response();
+    let r = t
+        .fake
+        .handle(
+            Request::new("POST", &format!("/{tenant}/oauth2/v2.0/devicecode"))
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(
+                    form(&[
+                        ("client_id", &t.app.clone()),
+                        ("scope", "Presence.Read.All offline_access"),
+                    ])
+                    .into_bytes(),
+                ),
+        )
+        .unwrap_response();
     assert_eq!(r.status, 200);
     let b = r.body_json();
-    for k in ["device_code", "user_code", "verification_uri", "expires_in", "interval", "message"] {
+    for k in [
+        "device_code",
+        "user_code",
+        "verification_uri",
+        "expires_in",
+        "interval",
+        "message",
+    ] {
         assert!(!b[k].is_null(), "{k}");
     }
     assert!(b.get("verification_uri_complete").is_none());
-    (b["device_code"].as_str().unwrap().into(), b["user_code"].as_str().unwrap().into(), b["interval"].as_i64().unwrap())
+    (
+        b["device_code"].as_str().unwrap().into(),
+        b["user_code"].as_str().unwrap().into(),
+        b["interval"].as_i64().unwrap(),
+    )
 }
 
 #[test]
@@ -173,9 +360,21 @@ fn device_code_flow_pending_slow_down_approve() {
     let mut t = setup();
     let (dc, uc, interval) = device_start(&mut t);
     let app = t.app.clone();
-    let poll = |t: &mut T| t.token(&[("grant_type", "urn:ietf:params:oauth:grant-type:device_code"), ("client_id", &app), ("device_code", &dc)]);
+    let poll = |t: &mut T| {
+        t.token(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("client_id", &app),
+            ("device_code", &dc),
+        ])
+    };
     let r = poll(&mut t);
-    assert_eq!((r.body_json()["error"].as_str().unwrap().to_string(), aad_code(&r)), ("authorization_pending".into(), 70016));
+    assert_eq!(
+        (
+            r.body_json()["error"].as_str().unwrap().to_string(),
+            aad_code(&r)
+        ),
+        ("authorization_pending".into(), 70016)
+    );
     // Polled again at once: slow_down.
     assert_eq!(poll(&mut t).body_json()["error"], "slow_down");
     t.clock.advance((interval + 5) * 1000 + 1);
@@ -193,12 +392,30 @@ fn device_code_expires_and_declines() {
     let app = t.app.clone();
     let (dc, _, _) = device_start(&mut t);
     t.clock.advance(901_000);
-    let r = t.token(&[("grant_type", "urn:ietf:params:oauth:grant-type:device_code"), ("client_id", &app), ("device_code", &dc)]);
-    assert_eq!((r.body_json()["error"].as_str().unwrap().to_string(), aad_code(&r)), ("expired_token".into(), 70019));
+    let r = t.token(&[
+        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+        ("client_id", &app),
+        ("device_code", &dc),
+    ]);
+    assert_eq!(
+        (
+            r.body_json()["error"].as_str().unwrap().to_string(),
+            aad_code(&r)
+        ),
+        ("expired_token".into(), 70019)
+    );
     let (dc, uc, _) = device_start(&mut t);
     t.fake.decline_device_code(&uc);
-    let r = t.token(&[("grant_type", "urn:ietf:params:oauth:grant-type:device_code"), ("client_id", &app), ("device_code", &dc)]);
+    let r = t.token(&[
+        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+        ("client_id", &app),
+        ("device_code", &dc),
+    ]);
     assert_eq!(r.body_json()["error"], "authorization_declined");
-    let r = t.token(&[("grant_type", "urn:ietf:params:oauth:grant-type:device_code"), ("client_id", &app), ("device_code", "bogus")]);
+    let r = t.token(&[
+        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+        ("client_id", &app),
+        ("device_code", "bogus"),
+    ]);
     assert_eq!(r.body_json()["error"], "bad_verification_code");
 }
