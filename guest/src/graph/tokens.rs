@@ -3,10 +3,9 @@
 //! An account is an app registration plus how it signs in: a communication user's password
 //! (ROPC), device code (MFA-capable, no password stored) or client credentials. The manager
 //! starts token requests through [`Env`], schedules a refresh timer
-//! [`token::REFRESH_MARGIN_MS`]
-//! before expiry, and persists the rotating refresh token **sealed** (via the host's `keys`)
-//! under `token/<account>/refresh`, so after a restart it signs in again without the password
-//! or the administrator. Transient failures are retried with jittered exponential backoff;
+//! [`token::REFRESH_MARGIN_MS`] before expiry, and persists the rotating refresh token
+//! **sealed** (via the host's `keys`) under `token/<account>/refresh`, so after a restart it
+//! signs in again without the password or the administrator. Transient failures are retried with jittered exponential backoff;
 //! configuration errors stop and say what to fix.
 //!
 //! Timer tags start with [`TIMER_PREFIX`]; the connector hands those timers to
