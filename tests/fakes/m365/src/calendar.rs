@@ -364,10 +364,10 @@ impl Fake {
                 v[k] = x.clone();
             }
         }
-        if let Some(o) = v.as_object_mut() {
-            if o.get("type").and_then(Value::as_str) != Some("seriesMaster") {
-                o.remove("recurrence");
-            }
+        if let Some(o) = v.as_object_mut()
+            && o.get("type").and_then(Value::as_str) != Some("seriesMaster")
+        {
+            o.remove("recurrence");
         }
         v
     }

@@ -150,7 +150,7 @@ impl Fake {
             }
             ("GET", ["control", "presence", id]) => match self.current_presence(id) {
                 Some((a, b)) => {
-                    let uid = self.resolve_user(id).map(|x| x).unwrap_or_default();
+                    let uid = self.resolve_user(id).unwrap_or_default();
                     (
                         200,
                         json!({"availability": a, "activity": b, "detail": self.presence_detail(&uid)}),

@@ -20,7 +20,9 @@ use sha2::Sha256;
 use crate::core::Fake;
 
 /// One DER TLV: (tag, content, whole element, rest).
-fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+type Tlv<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+fn tlv(b: &[u8]) -> Option<Tlv<'_>> {
     let tag = *b.first()?;
     let l0 = *b.get(1)? as usize;
     let (len, hdr) = if l0 < 0x80 {
@@ -167,10 +169,11 @@ impl KeySet {
     }
 
     pub(crate) fn maybe_rotate(&mut self, now: i64, period: i64) {
-        if let Some(t) = self.last_rotation {
-            if period > 0 && now - t >= period {
-                self.rotate(now);
-            }
+        if let Some(t) = self.last_rotation
+            && period > 0
+            && now - t >= period
+        {
+            self.rotate(now);
         }
     }
 

@@ -194,6 +194,11 @@ pub fn graph_error_body(
         "date": date, "request-id": request_id, "client-request-id": client_request_id}}})
 }
 
+/// Percent-decode a path segment (`+` stays a plus).
+pub fn pct_decode_path(s: &str) -> String {
+    pct_decode(s, false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,9 +215,4 @@ mod tests {
         assert_eq!(v[1].0, "w rd%!");
         assert_eq!(pct_decode("%zz%4", false), "%zz%4");
     }
-}
-
-/// Percent-decode a path segment (`+` stays a plus).
-pub fn pct_decode_path(s: &str) -> String {
-    pct_decode(s, false)
 }

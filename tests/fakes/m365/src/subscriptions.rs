@@ -416,8 +416,8 @@ impl Fake {
         }
         let expiration = self.expiry(&b["expirationDateTime"], &kind, rich)?;
         // Conflicts.
-        if let SubKind::Presence(_) = kind {
-            if self
+        if let SubKind::Presence(_) = kind
+            && self
                 .subs
                 .subs
                 .values()
@@ -427,9 +427,8 @@ impl Fake {
                         && x.application_id == caller.app_id
                         && x.user_id == caller.user_id
                 })
-            {
-                return Err(gerr(409, "ExtensionError", PRESENCE_CONFLICT));
-            }
+        {
+            return Err(gerr(409, "ExtensionError", PRESENCE_CONFLICT));
         }
         if let Some(dup) = self.subs.subs.values().find(|x| {
             x.application_id == caller.app_id
@@ -854,17 +853,17 @@ impl Fake {
             let mut item = json!({"subscriptionId": s.id, "subscriptionExpirationDateTime": iso_offset(s.expiration_ms),
                 "clientState": s.client_state, "changeType": change, "resource": resource,
                 "tenantId": self.tenant_id, "organizationId": self.tenant_id, "resourceData": resource_data});
-            if s.include_resource_data {
-                if let Some(der) = &s.encryption_certificate {
-                    let pt = serde_json::to_vec(&plaintext).unwrap_or_default();
-                    if let Ok(enc) = encrypt_content(
-                        der,
-                        s.encryption_certificate_id.as_deref().unwrap_or(""),
-                        &pt,
-                        &mut self.rng,
-                    ) {
-                        item["encryptedContent"] = enc;
-                    }
+            if s.include_resource_data
+                && let Some(der) = &s.encryption_certificate
+            {
+                let pt = serde_json::to_vec(&plaintext).unwrap_or_default();
+                if let Ok(enc) = encrypt_content(
+                    der,
+                    s.encryption_certificate_id.as_deref().unwrap_or(""),
+                    &pt,
+                    &mut self.rng,
+                ) {
+                    item["encryptedContent"] = enc;
                 }
             }
             let q = QueuedItem {

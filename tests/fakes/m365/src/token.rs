@@ -285,17 +285,14 @@ impl Fake {
         if let Some(basic) = req
             .get_header("authorization")
             .and_then(|a| a.strip_prefix("Basic "))
-        {
-            if let Some(dec) = STANDARD
+            && let Some(dec) = STANDARD
                 .decode(basic.trim())
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
-            {
-                if let Some((id, s)) = dec.split_once(':') {
-                    client_id = Some(crate::http::pct_decode(id, true));
-                    secret = Some(crate::http::pct_decode(s, true));
-                }
-            }
+            && let Some((id, s)) = dec.split_once(':')
+        {
+            client_id = Some(crate::http::pct_decode(id, true));
+            secret = Some(crate::http::pct_decode(s, true));
         }
         let grant = p("grant_type");
         if which == "token" && grant.is_none() {
@@ -458,11 +455,10 @@ impl Fake {
         let host = self.cfg.cloud.graph_host();
         let mut out = vec![];
         for s in scope.split(' ').filter(|s| !s.is_empty()) {
-            let short = if let Some(rest) =
-                s.strip_prefix("https://").and_then(|r| r.split_once('/'))
-            {
-                if !s.starts_with(host) {
-                    return Err(self.aad_error(
+            let short =
+                if let Some(rest) = s.strip_prefix("https://").and_then(|r| r.split_once('/')) {
+                    if !s.starts_with(host) {
+                        return Err(self.aad_error(
                         500011,
                         None,
                         &format!(
@@ -470,11 +466,11 @@ impl Fake {
                             rest.0
                         ),
                     ));
-                }
-                rest.1.to_string()
-            } else {
-                s.to_string()
-            };
+                    }
+                    rest.1.to_string()
+                } else {
+                    s.to_string()
+                };
             if short == ".default" {
                 out.extend(app.delegated.iter().cloned());
                 continue;

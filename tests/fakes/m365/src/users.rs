@@ -240,20 +240,20 @@ impl Fake {
             ));
         }
         let select = Self::parse_select(req)?;
-        if let Some(sel) = &select {
-            if let Some(p) = sel.iter().find(|p| {
+        if let Some(sel) = &select
+            && let Some(p) = sel.iter().find(|p| {
                 USER_SINGLE_ONLY_PROPS
                     .iter()
                     .any(|s| s.eq_ignore_ascii_case(p))
-            }) {
-                return Err(gerr(
-                    501,
-                    "NotImplemented",
-                    &format!(
-                        "This operation target is not yet supported. Property '{p}' can only be selected for a single user."
-                    ),
-                ));
-            }
+            })
+        {
+            return Err(gerr(
+                501,
+                "NotImplemented",
+                &format!(
+                    "This operation target is not yet supported. Property '{p}' can only be selected for a single user."
+                ),
+            ));
         }
         let count = req.q("$count").is_some_and(|c| c == "true");
         let ev = eventual(req);
@@ -542,10 +542,11 @@ impl Fake {
                 continue;
             }
             let mut v = e.user.to_json(select.as_deref());
-            if minimal && since > 0 {
-                if let Some(m) = v.as_object_mut() {
-                    m.retain(|k, _| k == "id" || e.prop_seq.get(k).is_some_and(|s| *s > since));
-                }
+            if minimal
+                && since > 0
+                && let Some(m) = v.as_object_mut()
+            {
+                m.retain(|k, _| k == "id" || e.prop_seq.get(k).is_some_and(|s| *s > since));
             }
             items.push(v);
         }
