@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 /// - `GET|POST /licences {name,count}`, `GET /licence-checks`, `GET /alien-calls`, `GET /unallowed`
 /// - `POST /nodes/{name}/kill|restore|close-mid-message`, `POST /nodes/{name}/frame {text}`,
 ///   `POST /nodes/{name}/login-fault {fault}`, `POST /nodes/{name}/app-info {app}`,
-///   `GET /app-info-results`, `POST /db/reset-guid`
+///   `GET /app-info-results`, `POST /db/reset-guid`, `POST /storm {changes}` (presence burst)
 /// - `POST /sessions {guid,kind:user|admin|api,url}` → `{id}`; `GET /sessions/{id}`;
 ///   `POST /sessions/{id}/search {src,search,type?}`; `POST /sessions/{id}/config/items|read {src}`;
 ///   `POST /sessions/{id}/config/write {src,items:{},passwords:{name:plain}}`;
@@ -234,6 +234,11 @@ fn route(
         ["alien-calls"] if get => h.with(|x| json!(x.alien_calls())),
         ["unallowed"] if get => h.with(|x| json!(x.unallowed())),
         ["app-info-results"] if get => h.with(|x| json!(x.app_info_results())),
+        ["storm"] if post => {
+            let n = body["changes"].as_u64().unwrap_or(1000) as usize;
+            h.with(|x| x.presence_storm(n));
+            json!({"ok":true})
+        }
         ["db", "reset-guid"] if post => {
             h.with(|x| x.reset_db_guid());
             json!({"ok":true})

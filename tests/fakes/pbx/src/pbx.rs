@@ -130,7 +130,11 @@ pub(crate) struct Conn {
     pub state: ConnState,
     pub challenge: Option<String>,
     pub fault: Option<LoginFault>,
-    pub subs: Vec<Sub>,
+    pub subs: BTreeMap<u64, Sub>,
+    pub next_sub: u64,
+    /// User GUID → subscription ids (may hold ids already removed from `subs`).
+    pub subs_by_user: HashMap<String, Vec<u64>>,
+    pub started_at: u64,
     pub repl: Option<Repl>,
     /// Impersonated API name (`PbxApi.<n>`) → user GUID.
     pub imp: HashMap<String, String>,
@@ -395,11 +399,22 @@ impl Pbx {
 
     /// Earliest time at which [`Pbx::tick`] has work (dial due), if any.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.nodes
+        let dial = self
+            .nodes
             .iter()
             .filter(|n| !n.killed && n.conn.is_none())
-            .filter_map(|n| n.next_dial_at)
-            .min()
+            .filter_map(|n| n.next_dial_at);
+        let login = self
+            .conns
+            .values()
+            .filter(|c| {
+                matches!(
+                    c.state,
+                    ConnState::AwaitChallenge | ConnState::AwaitLoginResult
+                )
+            })
+            .map(|c| c.started_at.saturating_add(self.switches.login_timeout_ms));
+        dial.chain(login).min()
     }
 
     /// Time-driven work: dial nodes whose backoff expired, flush reordered responses.
@@ -436,7 +451,10 @@ impl Pbx {
                     state: ConnState::Dialing,
                     challenge: None,
                     fault,
-                    subs: vec![],
+                    subs: BTreeMap::new(),
+                    next_sub: 0,
+                    subs_by_user: HashMap::new(),
+                    started_at: now,
                     repl: None,
                     imp: HashMap::new(),
                     next_imp: 0,
@@ -447,6 +465,23 @@ impl Pbx {
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             self.flush_held(id);
+        }
+        // A service that never completes the login is given up on, as a PBX would.
+        let limit = self.switches.login_timeout_ms;
+        let stuck: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                matches!(
+                    c.state,
+                    ConnState::AwaitChallenge | ConnState::AwaitLoginResult
+                ) && now.saturating_sub(c.started_at) >= limit
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for c in stuck {
+            self.out.push(Output::Close { conn: c });
+            self.on_closed(c);
         }
     }
 
@@ -469,6 +504,7 @@ impl Pbx {
             return;
         };
         c.state = ConnState::AwaitChallenge;
+        c.started_at = self.clock.now_ms();
         self.send(conn, json!({"mt":"AppChallenge"}));
     }
 
@@ -766,6 +802,10 @@ impl Pbx {
             "build": n.cfg.build,
         });
         self.send(conn, info);
+        // Unsolicited AppInfo requests (no src), as the PBX does to learn an app's APIs.
+        for app in self.switches.app_info_after_login.clone() {
+            self.send(conn, json!({"mt":"AppInfo","app":app}));
+        }
     }
 
     fn api_enabled(&self, conn: ConnId, api: &str) -> bool {
@@ -951,6 +991,25 @@ impl Pbx {
         self.replicate_change(&guid, existed.is_some());
         if vis_changed && existed.is_some() {
             self.visibility_changed(&guid);
+        }
+    }
+
+    /// Slow-consumer load: `changes` rapid `tel:` presence changes of random users.
+    pub fn presence_storm(&mut self, changes: usize) {
+        const ACT: &[&str] = &["away", "busy", "dnd", "", "lunch", "vacation"];
+        let guids: Vec<String> = self
+            .users
+            .values()
+            .filter(|u| u.pseudo.is_none())
+            .map(|u| u.guid.clone())
+            .collect();
+        if guids.is_empty() {
+            return;
+        }
+        for n in 0..changes {
+            let g = &guids[self.rng.below(guids.len() as u64) as usize];
+            let a = ACT[n % ACT.len()];
+            self.set_presence(g, "tel:", a, "");
         }
     }
 

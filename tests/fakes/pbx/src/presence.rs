@@ -67,18 +67,38 @@ impl Pbx {
         let c = self.conns.get_mut(&conn).expect("conn");
         // A second subscription with the same target and src replaces the first.
         c.subs
-            .retain(|s| !(s.api == api && s.src == src && s.sip == sip && s.num == num));
-        c.subs.push(Sub {
-            api,
-            src,
-            sip,
-            num,
-            user,
-            up: false,
-            last: None,
+            .retain(|_, s| !(s.api == api && s.src == src && s.sip == sip && s.num == num));
+        // Another live subscription for the same user on this connection means the service
+        // duplicated its state (e.g. re-subscribed after a reconnect without cleaning up).
+        let dup = user.as_ref().is_some_and(|g| {
+            c.subs
+                .values()
+                .any(|s| s.api == api && s.user.as_ref() == Some(g))
         });
-        let idx = c.subs.len() - 1;
-        self.refresh_sub(conn, idx, true);
+        let id = c.next_sub;
+        c.next_sub += 1;
+        if let Some(g) = &user {
+            c.subs_by_user.entry(g.clone()).or_default().push(id);
+        }
+        c.subs.insert(
+            id,
+            Sub {
+                api,
+                src,
+                sip,
+                num,
+                user: user.clone(),
+                up: false,
+                last: None,
+            },
+        );
+        if dup {
+            self.violation(format!(
+                "conn {conn}: duplicate presence subscription for user {}",
+                user.unwrap_or_default()
+            ));
+        }
+        self.refresh_sub(conn, id, true);
     }
 
     fn unsubscribe(&mut self, conn: ConnId, msg: &Value) {
@@ -86,7 +106,7 @@ impl Pbx {
         let num = msg["num"].as_str().map(String::from);
         let api = msg["api"].as_str().unwrap_or("PbxApi").to_string();
         let c = self.conns.get_mut(&conn).expect("conn");
-        c.subs.retain(|s| {
+        c.subs.retain(|_, s| {
             !(s.api == api && ((sip.is_some() && s.sip == sip) || (num.is_some() && s.num == num)))
         });
         let r = result_of(msg);
@@ -94,10 +114,12 @@ impl Pbx {
     }
 
     /// Sends PresenceState/PresenceUpdate for one subscription as needed.
-    fn refresh_sub(&mut self, conn: ConnId, idx: usize, initial: bool) {
+    fn refresh_sub(&mut self, conn: ConnId, idx: u64, initial: bool) {
         let c = &self.conns[&conn];
         let node = self.nodes[c.node].cfg.name.clone();
-        let s = &c.subs[idx];
+        let Some(s) = c.subs.get(&idx) else {
+            return;
+        };
         let (api, src) = (s.api.clone(), s.src.clone());
         let user = s.user.clone().and_then(|g| self.users.get(&g).cloned());
         let allowed = user.as_ref().is_some_and(|u| u.visibility.presence);
@@ -121,7 +143,7 @@ impl Pbx {
                 }
                 self.send(conn, with_src(m));
             }
-            let s = &mut self.conns.get_mut(&conn).expect("conn").subs[idx];
+            let s = self.sub_mut(conn, idx);
             s.up = false;
             s.last = None;
             return;
@@ -138,30 +160,35 @@ impl Pbx {
                 .map(|p| json!(p))
                 .collect(),
         );
-        let s = &self.conns[&conn].subs[idx];
+        let s = &self.conns[&conn].subs[&idx];
         if !was_up || s.last.as_ref() != Some(&view) {
             let m = json!({"api":api,"mt":"PresenceUpdate","presence":view.clone()});
             self.send(conn, with_src(m));
         }
-        let s = &mut self.conns.get_mut(&conn).expect("conn").subs[idx];
+        let s = self.sub_mut(conn, idx);
         s.up = true;
         s.last = Some(view);
     }
 
+    fn sub_mut(&mut self, conn: ConnId, id: u64) -> &mut Sub {
+        self.conns
+            .get_mut(&conn)
+            .and_then(|c| c.subs.get_mut(&id))
+            .expect("subscription")
+    }
+
     /// Pushes PresenceUpdates to every subscription watching `guid` whose view changed.
     pub(crate) fn notify_user(&mut self, guid: &str) {
-        let targets: Vec<(ConnId, usize)> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.state == ConnState::LoggedIn)
-            .flat_map(|(id, c)| {
-                c.subs
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| s.user.as_deref() == Some(guid))
-                    .map(move |(i, _)| (*id, i))
-            })
-            .collect();
+        let mut targets: Vec<(ConnId, u64)> = vec![];
+        for (id, c) in self.conns.iter_mut() {
+            if c.state != ConnState::LoggedIn {
+                continue;
+            }
+            if let Some(ids) = c.subs_by_user.get_mut(guid) {
+                ids.retain(|i| c.subs.contains_key(i));
+                targets.extend(ids.iter().map(|i| (*id, *i)));
+            }
+        }
         for (c, i) in targets {
             self.refresh_sub(c, i, false);
         }
@@ -274,7 +301,7 @@ impl Pbx {
     pub fn unallowed(&self) -> Vec<UnallowedSub> {
         let mut v = vec![];
         for c in self.conns.values() {
-            for s in &c.subs {
+            for s in c.subs.values() {
                 if let Some(u) = s.user.as_ref().and_then(|g| self.users.get(g))
                     && !u.visibility.presence
                 {
@@ -295,7 +322,7 @@ impl Pbx {
             .and_then(|c| self.conns.get(&c))
             .map(|c| {
                 c.subs
-                    .iter()
+                    .values()
                     .map(|s| {
                         (
                             s.src.clone(),

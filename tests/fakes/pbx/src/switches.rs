@@ -94,6 +94,12 @@ pub struct Switches {
     pub backoff_jitter_ms: u64,
     /// Record outgoing frames in the message log too (incoming are always recorded).
     pub log_outgoing: bool,
+    /// Give up on a login the service does not complete within this many ms (close, then
+    /// reconnect with backoff). Real value [UNKNOWN]; default 20000.
+    pub login_timeout_ms: u64,
+    /// Apps to ask about with an unsolicited `AppInfo` right after `PbxInfo` (item 7; the real
+    /// moment is [UNKNOWN]). Default empty.
+    pub app_info_after_login: Vec<String>,
 }
 
 impl Default for Switches {
@@ -115,6 +121,8 @@ impl Default for Switches {
             backoff_max_ms: 30_000,
             backoff_jitter_ms: 250,
             log_outgoing: true,
+            login_timeout_ms: 20_000,
+            app_info_after_login: vec![],
         }
     }
 }

@@ -1018,3 +1018,101 @@ fn app_info_sent_and_result_validated() {
     p.on_frame(c, r#"{"mt":"AppInfoResult","app":"innovaphone-microsoft365api","info":{"hidden":false,"apis":{}}}"#);
     assert_eq!(p.violations().len(), 2);
 }
+
+// ---- additions: login timeout, unsolicited AppInfo, duplicates, scale
+
+#[test]
+fn login_timeout_closes_and_reconnects() {
+    let (mut p, clock) = pbx();
+    p.tick();
+    p.drain();
+    let c = p.node_conn("master").unwrap();
+    p.on_connected(c);
+    p.drain();
+    // The service never answers the AppChallenge.
+    assert_eq!(p.next_deadline(), Some(clock.now_ms() + 20_000));
+    clock.advance(19_999);
+    p.tick();
+    assert!(!p.drain().contains(&Output::Close { conn: c }));
+    clock.advance(1);
+    p.tick();
+    assert!(p.drain().contains(&Output::Close { conn: c }));
+    assert_eq!(p.node_conn("master"), None);
+    assert!(p.next_deadline().unwrap() > clock.now_ms());
+}
+
+#[test]
+fn app_info_after_login_is_unsolicited_without_src() {
+    let (mut p, _) = pbx();
+    p.switches.app_info_after_login = vec!["innovaphone-microsoft365api".into()];
+    p.tick();
+    p.drain();
+    let c = p.node_conn("master").unwrap();
+    p.on_connected(c);
+    p.on_frame(c, r#"{"mt":"AppChallengeResult","challenge":"x"}"#);
+    p.drain();
+    p.on_frame(c, r#"{"mt":"AppLoginResult","ok":true}"#);
+    let f = sent(&mut p);
+    assert_eq!(
+        mts(&f.iter().map(|x| x.1.clone()).collect::<Vec<_>>()),
+        vec!["PbxInfo", "AppInfo"]
+    );
+    assert!(f[1].1.get("src").is_none());
+}
+
+#[test]
+fn duplicate_subscription_is_a_violation() {
+    let (mut p, _) = pbx();
+    p.upsert_user(user("aa", "alice", "master"));
+    let c = login(&mut p, "master", "c1");
+    send(
+        &mut p,
+        c,
+        json!({"api":"PbxApi","mt":"SubscribePresence","sip":"alice","src":"a"}),
+    );
+    // Same src again replaces silently.
+    send(
+        &mut p,
+        c,
+        json!({"api":"PbxApi","mt":"SubscribePresence","sip":"alice","src":"a"}),
+    );
+    assert!(p.violations().is_empty());
+    send(
+        &mut p,
+        c,
+        json!({"api":"PbxApi","mt":"SubscribePresence","sip":"alice","src":"b"}),
+    );
+    assert!(p.violations()[0].contains("duplicate"));
+}
+
+#[test]
+fn large_pbx_of_10000_users_replicates_fully_and_storms() {
+    let (mut p, _) = pbx();
+    let users = fake_pbx::users::populate(&PopulateSpec {
+        users: 10_000,
+        pseudo_objects: 50,
+        seed: 99,
+        ..Default::default()
+    });
+    p.add_users(users);
+    let c = login(&mut p, "master", "c1");
+    let (_, rows) = replicate_all(
+        &mut p,
+        c,
+        json!({"api":"PbxTableUsers","mt":"ReplicateStart","src":"r1","columns":{"guid":{},"h323":{},"loc":{}}}),
+    );
+    assert_eq!(rows.len(), 10_000);
+    for r in rows.iter().take(2000) {
+        let sip = r["columns"]["h323"].as_str().unwrap().to_string();
+        p.on_frame(
+            c,
+            &json!({"api":"PbxApi","mt":"SubscribePresence","sip":sip,"src":r["columns"]["guid"]})
+                .to_string(),
+        );
+    }
+    sent(&mut p);
+    p.presence_storm(5000);
+    let updates = sent(&mut p);
+    assert!(!updates.is_empty());
+    assert!(updates.iter().all(|(_, m)| m["mt"] == "PresenceUpdate"));
+}

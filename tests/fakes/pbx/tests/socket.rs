@@ -413,3 +413,49 @@ async fn socket_wss_with_extra_ca_file() {
     assert!(svc.login("tls").await.0);
     assert_eq!(svc.recv().await.unwrap().1["mt"], "PbxInfo");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_cli_dials_and_serves_control_api() {
+    use tokio::io::AsyncBufReadExt;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fake-pbx"))
+        .args([
+            "--url",
+            &format!("http://127.0.0.1:{port}/example.com/m365/innovaphone-microsoft365"),
+            "--password",
+            PASSWORD,
+            "--users",
+            "25",
+            "--pseudo",
+            "3",
+            "--slave",
+            "slave",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = timeout(T, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let ctl: Value = serde_json::from_str(&first).unwrap();
+    let addr: std::net::SocketAddr = ctl["control"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let mut a = accept(&l).await;
+    let mut b = accept(&l).await;
+    assert!(a.login("x1").await.0);
+    assert!(b.login("x2").await.0);
+    let users = http(addr, "GET", "/users", json!(null)).await;
+    assert_eq!(users.as_array().unwrap().len(), 28);
+    let st = http(addr, "GET", "/status", json!(null)).await;
+    assert_eq!(st.as_array().unwrap().len(), 2);
+    child.kill().await.unwrap();
+}
