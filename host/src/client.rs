@@ -21,7 +21,11 @@ use crate::bindings::{Header, HttpError, HttpRequest, HttpResponse};
 use crate::config::InstanceConfig;
 
 /// An open outbound WebSocket, its handshake response headers and the peer address.
-pub type OutboundWebSocket = (WebSocketStream<MaybeTlsStream<TcpStream>>, Vec<Header>, String);
+pub type OutboundWebSocket = (
+    WebSocketStream<MaybeTlsStream<TcpStream>>,
+    Vec<Header>,
+    String,
+);
 
 /// Outbound client of one instance.
 pub struct OutboundClient {
@@ -73,11 +77,16 @@ impl OutboundClient {
 
     /// Whether `host:port` may be contacted.
     pub fn allowed(&self, host: &str, port: u16) -> bool {
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
         let with_port = format!("{host}:{port}");
-        self.allow
-            .iter()
-            .any(|a| a == &host || a == &with_port || a.trim_start_matches('[').replace("]:", ":") == with_port)
+        self.allow.iter().any(|a| {
+            a == &host
+                || a == &with_port
+                || a.trim_start_matches('[').replace("]:", ":") == with_port
+        })
     }
 
     fn check_url(&self, url: &str, schemes: [&str; 2]) -> Result<url::Url, HttpError> {

@@ -163,7 +163,11 @@ impl HostConfig {
         let raw: RawConfig = toml::from_str(text)?;
         let resolve = |p: &str| -> PathBuf {
             let p = Path::new(p);
-            if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
         };
         let server = ServerConfig {
             listen: raw.server.listen.parse().context("server.listen")?,

@@ -101,9 +101,9 @@ impl Runtime {
     /// call it off the actors and off the async executor.
     pub fn load(&self, wasm: &[u8]) -> Result<Plugin> {
         let wasm_sha256 = hex(&Sha256::digest(wasm));
-        let cached = self
-            .cache_dir
-            .join(format!("{}-{}.cwasm", &wasm_sha256[..32], self.compat_key));
+        let cached =
+            self.cache_dir
+                .join(format!("{}-{}.cwasm", &wasm_sha256[..32], self.compat_key));
         let component = self.load_cached(&cached).map_or_else(
             || -> Result<Component> {
                 let component = Component::new(&self.engine, wasm)

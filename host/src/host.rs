@@ -46,7 +46,8 @@ impl Plugins {
         let path = self.path(plugin);
         let runtime = self.runtime.clone();
         tokio::task::spawn_blocking(move || {
-            let wasm = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let wasm =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
             runtime
                 .load(&wasm)
                 .with_context(|| format!("loading {}", path.display()))
@@ -195,7 +196,10 @@ async fn watch(plugins: Arc<Plugins>, every: Duration) {
         if let Ok(meta) = std::fs::metadata(plugins.path(&ctx.config.plugin)) {
             seen.insert(
                 ctx.config.plugin.clone(),
-                (meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len()),
+                (
+                    meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    meta.len(),
+                ),
             );
         }
     }
@@ -208,7 +212,10 @@ async fn watch(plugins: Arc<Plugins>, every: Duration) {
             let Ok(meta) = std::fs::metadata(plugins.path(plugin)) else {
                 continue;
             };
-            let signature = (meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len());
+            let signature = (
+                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                meta.len(),
+            );
             if seen.get(plugin) != Some(&signature) {
                 changed.push((plugin.clone(), signature));
             }

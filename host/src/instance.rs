@@ -122,7 +122,8 @@ impl InstanceContext {
         self.commands
             .send(Command::Swap(plugin, tx))
             .map_err(|_| anyhow!("instance is stopped"))?;
-        rx.await.map_err(|_| anyhow!("instance stopped during swap"))?
+        rx.await
+            .map_err(|_| anyhow!("instance stopped during swap"))?
     }
 
     /// Stops the actor after the events already queued.
@@ -283,10 +284,10 @@ impl Actor {
                             Err(_) => break,
                         }
                     }
-                    self.ctx.metrics.queue_depth.fetch_sub(
-                        batch.len() as i64,
-                        std::sync::atomic::Ordering::Relaxed,
-                    );
+                    self.ctx
+                        .metrics
+                        .queue_depth
+                        .fetch_sub(batch.len() as i64, std::sync::atomic::Ordering::Relaxed);
                     self.process(batch);
                 }
             }
@@ -501,7 +502,10 @@ impl Actor {
             let (from_version, snapshot) = match self.live.as_mut() {
                 Some(old) => {
                     old.store.set_epoch_deadline(ticks);
-                    let snapshot = old.guest.connector_host_guest().call_snapshot(&mut old.store);
+                    let snapshot = old
+                        .guest
+                        .connector_host_guest()
+                        .call_snapshot(&mut old.store);
                     match snapshot {
                         Ok(s) => (Some(old.version.clone()), s),
                         Err(e) => {

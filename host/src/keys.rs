@@ -137,8 +137,8 @@ pub struct RsaPrivateKey {
 impl RsaPrivateKey {
     /// Parses PKCS#8 DER.
     pub fn from_pkcs8(pkcs8: &[u8]) -> Result<Self> {
-        let decrypting = PrivateDecryptingKey::from_pkcs8(pkcs8)
-            .map_err(|e| anyhow!("bad private key: {e}"))?;
+        let decrypting =
+            PrivateDecryptingKey::from_pkcs8(pkcs8).map_err(|e| anyhow!("bad private key: {e}"))?;
         Ok(RsaPrivateKey {
             pkcs8: pkcs8.to_vec(),
             decrypting: OaepPrivateDecryptingKey::new(decrypting)

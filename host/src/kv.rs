@@ -5,6 +5,12 @@ use anyhow::Result;
 /// One write in an atomic batch: `None` deletes.
 pub type BatchOp = (Vec<u8>, Option<Vec<u8>>);
 
+/// A key and its value.
+pub type KvPair = (Vec<u8>, Vec<u8>);
+
+/// Lazily produced scan results.
+pub type ScanIter<'a> = Box<dyn Iterator<Item = Result<KvPair>> + 'a>;
+
 /// An ordered byte-keyed store, one per instance.
 pub trait KvStore: Send + Sync {
     /// Reads a value.
@@ -16,11 +22,7 @@ pub trait KvStore: Send + Sync {
     /// Compare-and-swap; `Ok(false)` when the current value differs from `expected`.
     fn cas(&self, key: &[u8], expected: Option<&[u8]>, new: Option<&[u8]>) -> Result<bool>;
     /// Entries whose key starts with `prefix` and is greater than `after`, in key order.
-    fn scan_prefix<'a>(
-        &'a self,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-    ) -> Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + 'a>;
+    fn scan_prefix<'a>(&'a self, prefix: &[u8], after: Option<&[u8]>) -> ScanIter<'a>;
     /// Applies all writes atomically.
     fn apply_batch(&self, ops: Vec<BatchOp>) -> Result<()>;
     /// Waits until every write so far is on disk.
@@ -61,11 +63,7 @@ impl KvStore for SledStore {
         Ok(self.tree.compare_and_swap(key, expected, new)?.is_ok())
     }
 
-    fn scan_prefix<'a>(
-        &'a self,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-    ) -> Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + 'a> {
+    fn scan_prefix<'a>(&'a self, prefix: &[u8], after: Option<&[u8]>) -> ScanIter<'a> {
         use std::ops::Bound;
         let prefix = prefix.to_vec();
         let start = match after {

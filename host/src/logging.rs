@@ -100,10 +100,20 @@ pub fn guest_enabled(level: Level, target: &str) -> bool {
 /// Writes a guest line under the `guest` target with instance and guest target as fields.
 pub fn write_guest_line(level: Level, instance: &str, target: &str, message: &str) {
     match level {
-        Level::TRACE => tracing::trace!(target: "guest", instance, guest_target = target, "{message}"),
-        Level::DEBUG => tracing::debug!(target: "guest", instance, guest_target = target, "{message}"),
-        Level::INFO => tracing::info!(target: "guest", instance, guest_target = target, "{message}"),
-        Level::WARN => tracing::warn!(target: "guest", instance, guest_target = target, "{message}"),
-        Level::ERROR => tracing::error!(target: "guest", instance, guest_target = target, "{message}"),
+        Level::TRACE => {
+            tracing::trace!(target: "guest", instance, guest_target = target, "{message}")
+        }
+        Level::DEBUG => {
+            tracing::debug!(target: "guest", instance, guest_target = target, "{message}")
+        }
+        Level::INFO => {
+            tracing::info!(target: "guest", instance, guest_target = target, "{message}")
+        }
+        Level::WARN => {
+            tracing::warn!(target: "guest", instance, guest_target = target, "{message}")
+        }
+        Level::ERROR => {
+            tracing::error!(target: "guest", instance, guest_target = target, "{message}")
+        }
     }
 }

@@ -21,7 +21,9 @@ fn run() -> Result<()> {
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--config" => config_path = Some(PathBuf::from(args.next().context("--config needs a file")?)),
+            "--config" => {
+                config_path = Some(PathBuf::from(args.next().context("--config needs a file")?))
+            }
             "--check" => check = true,
             "--help" | "-h" => {
                 println!("usage: apphost [--check] --config apphost.toml");
@@ -39,18 +41,32 @@ fn run() -> Result<()> {
                 bail!("instance {}: {} does not exist", i.name, plugin.display());
             }
         }
-        println!("{}: ok ({} instances)", path.display(), config.instances.len());
+        println!(
+            "{}: ok ({} instances)",
+            path.display(),
+            config.instances.len()
+        );
         return Ok(());
     }
     apphost::logging::init(config.log.json, &config.log.filter)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let host = apphost::host::Host::start(config.clone()).await?;
         let scheme = if host.tls { "https" } else { "http" };
         for i in &config.instances {
-            println!("instance {} at {scheme}://{}{}/", i.name, host.http_addr, i.prefix());
+            println!(
+                "instance {} at {scheme}://{}{}/",
+                i.name,
+                host.http_addr,
+                i.prefix()
+            );
         }
-        println!("metrics at {scheme}://{}/metrics, control at http://{}/instances", host.http_addr, host.control_addr);
+        println!(
+            "metrics at {scheme}://{}/metrics, control at http://{}/instances",
+            host.http_addr, host.control_addr
+        );
         shutdown_signal().await;
         tracing::info!("shutting down");
         host.shutdown().await;

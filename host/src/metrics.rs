@@ -89,7 +89,11 @@ fn escape(value: &str) -> String {
 
 /// `(metric name, rendered extra labels)`, or `None` if the guest used an invalid name.
 fn series_key(name: &str, labels: &[(String, String)]) -> Option<(String, String)> {
-    if !valid_name(name) || labels.iter().any(|(n, _)| !valid_name(n) || n == "instance") {
+    if !valid_name(name)
+        || labels
+            .iter()
+            .any(|(n, _)| !valid_name(n) || n == "instance")
+    {
         return None;
     }
     let mut rendered = String::new();
@@ -102,19 +106,39 @@ fn series_key(name: &str, labels: &[(String, String)]) -> Option<(String, String
 /// Renders every instance's figures in Prometheus text format.
 pub fn render(instances: &[(String, &InstanceMetrics)]) -> String {
     let mut out = String::new();
-    let counters: [(&str, &str, fn(&InstanceMetrics) -> i64); 7] = [
-        ("apphost_events_total", "counter", |m| m.events.load(Ordering::Relaxed) as i64),
-        ("apphost_batches_total", "counter", |m| m.batches.load(Ordering::Relaxed) as i64),
-        ("apphost_traps_total", "counter", |m| m.traps.load(Ordering::Relaxed) as i64),
-        ("apphost_dead_letters_total", "counter", |m| m.dead_letters.load(Ordering::Relaxed) as i64),
-        ("apphost_requests_total", "counter", |m| m.requests.load(Ordering::Relaxed) as i64),
-        ("apphost_swaps_total", "counter", |m| m.swaps.load(Ordering::Relaxed) as i64),
-        ("apphost_queue_depth", "gauge", |m| m.queue_depth.load(Ordering::Relaxed)),
+    type Figure = (&'static str, &'static str, fn(&InstanceMetrics) -> i64);
+    let counters: [Figure; 7] = [
+        ("apphost_events_total", "counter", |m| {
+            m.events.load(Ordering::Relaxed) as i64
+        }),
+        ("apphost_batches_total", "counter", |m| {
+            m.batches.load(Ordering::Relaxed) as i64
+        }),
+        ("apphost_traps_total", "counter", |m| {
+            m.traps.load(Ordering::Relaxed) as i64
+        }),
+        ("apphost_dead_letters_total", "counter", |m| {
+            m.dead_letters.load(Ordering::Relaxed) as i64
+        }),
+        ("apphost_requests_total", "counter", |m| {
+            m.requests.load(Ordering::Relaxed) as i64
+        }),
+        ("apphost_swaps_total", "counter", |m| {
+            m.swaps.load(Ordering::Relaxed) as i64
+        }),
+        ("apphost_queue_depth", "gauge", |m| {
+            m.queue_depth.load(Ordering::Relaxed)
+        }),
     ];
     for (name, kind, get) in counters {
         let _ = writeln!(out, "# TYPE {name} {kind}");
         for (instance, m) in instances {
-            let _ = writeln!(out, "{name}{{instance=\"{}\"}} {}", escape(instance), get(m));
+            let _ = writeln!(
+                out,
+                "{name}{{instance=\"{}\"}} {}",
+                escape(instance),
+                get(m)
+            );
         }
     }
     let _ = writeln!(out, "# TYPE apphost_commit_seconds histogram");
@@ -132,7 +156,10 @@ pub fn render(instances: &[(String, &InstanceMetrics)]) -> String {
             out,
             "apphost_commit_seconds_bucket{{instance=\"{inst}\",le=\"+Inf\"}} {count}"
         );
-        let _ = writeln!(out, "apphost_commit_seconds_count{{instance=\"{inst}\"}} {count}");
+        let _ = writeln!(
+            out,
+            "apphost_commit_seconds_count{{instance=\"{inst}\"}} {count}"
+        );
         let _ = writeln!(
             out,
             "apphost_commit_seconds_sum{{instance=\"{inst}\"}} {}",

@@ -40,7 +40,8 @@ pub fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<rustl
     let certs = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("reading {}", cert.display()))?
         .collect::<Result<Vec<_>, _>>()?;
-    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {}", key.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {}", key.display()))?;
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
@@ -110,7 +111,11 @@ pub fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>
         .expect("static response parts")
 }
 
-async fn handle(routes: Arc<Routes>, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+async fn handle(
+    routes: Arc<Routes>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     match path.as_str() {
         "/healthz" => return text(StatusCode::OK, "ok\n"),
@@ -166,12 +171,20 @@ async fn handle(routes: Arc<Routes>, req: Request<Incoming>, peer: SocketAddr) -
     }
     let method = req.method().as_str().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    let body = match Limited::new(req.into_body(), routes.max_body_bytes).collect().await {
+    let body = match Limited::new(req.into_body(), routes.max_body_bytes)
+        .collect()
+        .await
+    {
         Ok(b) => b.to_bytes().to_vec(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             return too_large(routes.max_body_bytes);
         }
-        Err(e) => return text(StatusCode::BAD_REQUEST, format!("could not read the body: {e}\n")),
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("could not read the body: {e}\n"),
+            );
+        }
     };
     let id = ctx.next_id();
     let (tx, rx) = oneshot::channel();
@@ -189,10 +202,16 @@ async fn handle(routes: Arc<Routes>, req: Request<Incoming>, peer: SocketAddr) -
     )));
     match tokio::time::timeout(routes.response_deadline, rx).await {
         Ok(Ok(resp)) => to_hyper(resp),
-        Ok(Err(_)) => text(StatusCode::INTERNAL_SERVER_ERROR, "the instance dropped the request\n"),
+        Ok(Err(_)) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the instance dropped the request\n",
+        ),
         Err(_) => {
             ctx.pending_inbound.lock().expect("inbound").remove(&id);
-            text(StatusCode::GATEWAY_TIMEOUT, "the instance did not answer in time\n")
+            text(
+                StatusCode::GATEWAY_TIMEOUT,
+                "the instance did not answer in time\n",
+            )
         }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use anyhow::Result;
 
 use crate::bindings::{Header, HttpRequest, HttpResponse, WsFrame};
-use crate::kv::{BatchOp, KvStore};
+use crate::kv::{BatchOp, KvPair, KvStore};
 
 /// Something the guest asked for, performed only after the event commits.
 #[derive(Debug)]
@@ -121,7 +121,7 @@ impl Transaction {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, bool)> {
+    ) -> Result<(Vec<KvPair>, bool)> {
         use std::ops::Bound;
         let start = match after {
             Some(a) if a >= prefix => Bound::Excluded(a.to_vec()),

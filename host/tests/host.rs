@@ -60,23 +60,37 @@ async fn kv_operations_see_own_writes_and_page() {
     let (_, scan) = get(&h.t("/kv/scan?prefix=p/&limit=2")).await;
     assert_eq!(scan, "p/a=1\np/b=2\np/c=3\npages=2\n");
     assert_eq!(get(&h.t("/kv/cas?k=p/a&expected=1&new=10")).await.1, "true");
-    assert_eq!(get(&h.t("/kv/cas?k=p/a&expected=1&new=11")).await.1, "false");
+    assert_eq!(
+        get(&h.t("/kv/cas?k=p/a&expected=1&new=11")).await.1,
+        "false"
+    );
     assert_eq!(get(&h.t("/kv/cas?k=fresh&new=1")).await.1, "true");
     assert_eq!(get(&h.t("/kv/get?k=p/a")).await.1, "10");
     assert_eq!(get(&h.t("/kv/delete?k=p/a")).await.0, 200);
     assert_eq!(get(&h.t("/kv/get?k=p/a")).await.0, 404);
     // Instances do not see each other's keys.
-    assert_eq!(get(&format!("{}/test.local/u/kv/get?k=p/b", h.base)).await.0, 404);
+    assert_eq!(
+        get(&format!("{}/test.local/u/kv/get?k=p/b", h.base))
+            .await
+            .0,
+        404
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_echo_through_the_guest() {
     let h = TestHost::start().await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(h.ws_url("/socket")).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(h.ws_url("/socket"))
+        .await
+        .unwrap();
     ws.send(Message::text("hi")).await.unwrap();
     assert_eq!(next_text(&mut ws).await, "test-guest v1: hi");
     ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
-    let frame = tokio::time::timeout(PATIENCE, ws.next()).await.unwrap().unwrap().unwrap();
+    let frame = tokio::time::timeout(PATIENCE, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(frame, Message::binary(vec![1u8, 2, 3]));
     // The guest closes on request.
     ws.send(Message::text("close-me")).await.unwrap();
@@ -99,9 +113,16 @@ async fn outgoing_http_completes_as_an_event_and_denied_never_dials() {
     let (status, text) = get(&h.t(&format!("/fetch?url=http://localhost:{}/x", addr.port()))).await;
     assert_eq!(status, 200);
     assert!(text.starts_with("error denied localhost:"), "{text}");
-    assert_eq!(hits.load(Ordering::SeqCst), 1, "a denied request must not reach the network");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "a denied request must not reach the network"
+    );
     // Connection refused is a connection error, not a hang.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let (_, text) = get(&h.t(&format!("/fetch?url=http://{closed}/"))).await;
     assert!(text.starts_with("error connection"), "{text}");
 }
@@ -120,7 +141,10 @@ async fn outbound_websocket_connects_or_reports_1006() {
     });
     let (_, text) = get(&h.t(&format!("/ws-connect?url=ws://{addr}/feed"))).await;
     assert!(text.starts_with("open "), "{text}");
-    let greeting = tokio::time::timeout(PATIENCE, got_rx).await.unwrap().unwrap();
+    let greeting = tokio::time::timeout(PATIENCE, got_rx)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(greeting, "hello from test-guest v1");
     let (_, text) = get(&h.t("/ws-connect?url=ws://localhost:1/feed")).await;
     assert!(text.starts_with("closed 1006 denied"), "{text}");
@@ -129,7 +153,10 @@ async fn outbound_websocket_connects_or_reports_1006() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timer_fires_and_cancelled_timer_does_not() {
     let h = TestHost::start().await;
-    assert_eq!(get(&h.t("/timer?ms=50")).await, (200, "timer fired after 50 ms".into()));
+    assert_eq!(
+        get(&h.t("/timer?ms=50")).await,
+        (200, "timer fired after 50 ms".into())
+    );
     assert_eq!(get(&h.t("/timer-cancelled")).await.0, 200);
 }
 
@@ -168,7 +195,10 @@ async fn a_poisoned_event_is_dead_lettered_while_others_flow() {
     assert_eq!(ctx.metrics.dead_letters.load(Ordering::Relaxed), 1);
     assert!(ctx.metrics.traps.load(Ordering::Relaxed) >= 3);
     let (_, metrics) = get(&format!("{}/metrics", h.base)).await;
-    assert!(metrics.contains("apphost_dead_letters_total{instance=\"t\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("apphost_dead_letters_total{instance=\"t\"} 1"),
+        "{metrics}"
+    );
     // The dead letter is stored in sled.
     h.host.shutdown().await;
 }
@@ -199,13 +229,17 @@ async fn bad_input_gets_clear_errors_and_no_crash() {
     assert_eq!(post(&h.t("/echo"), vec![b'x'; 1000]).await.0, 200);
 
     // A WebSocket client that sends an unmasked frame violates RFC 6455.
-    let mut tcp = tokio::net::TcpStream::connect(h.host.http_addr).await.unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(h.host.http_addr)
+        .await
+        .unwrap();
     let handshake = "GET /test.local/t/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
     tcp.write_all(handshake.as_bytes()).await.unwrap();
     let mut buf = vec![0u8; 1024];
     let n = tcp.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
-    tcp.write_all(&[0x81, 0x05, b'h', b'e', b'l', b'l', b'o']).await.unwrap();
+    tcp.write_all(&[0x81, 0x05, b'h', b'e', b'l', b'l', b'o'])
+        .await
+        .unwrap();
     let mut rest = Vec::new();
     tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut rest))
         .await
@@ -217,7 +251,9 @@ async fn bad_input_gets_clear_errors_and_no_crash() {
     }
     assert_eq!(get(&h.t("/hello")).await.0, 200);
     // Garbage on the socket is not a crash either.
-    let mut tcp = tokio::net::TcpStream::connect(h.host.http_addr).await.unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(h.host.http_addr)
+        .await
+        .unwrap();
     tcp.write_all(b"\x00\x01garbage\r\n\r\n").await.unwrap();
     let mut sink = Vec::new();
     let _ = tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut sink)).await;
@@ -230,10 +266,22 @@ async fn guest_metrics_and_logs_are_published() {
     assert_eq!(get(&h.t("/metrics")).await.0, 200);
     assert_eq!(get(&h.t("/log")).await, (200, "debug enabled=false".into()));
     let (_, text) = get(&format!("{}/metrics", h.base)).await;
-    assert!(text.contains("test_guest_hits{instance=\"t\",route=\"metrics\"} 1"), "{text}");
-    assert!(text.contains("test_guest_gauge{instance=\"t\",route=\"metrics\"} 2.5"), "{text}");
-    assert!(text.contains("apphost_events_total{instance=\"t\"}"), "{text}");
-    assert!(text.contains("apphost_commit_seconds_count{instance=\"t\"}"), "{text}");
+    assert!(
+        text.contains("test_guest_hits{instance=\"t\",route=\"metrics\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("test_guest_gauge{instance=\"t\",route=\"metrics\"} 2.5"),
+        "{text}"
+    );
+    assert!(
+        text.contains("apphost_events_total{instance=\"t\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("apphost_commit_seconds_count{instance=\"t\"}"),
+        "{text}"
+    );
     let (status, text) = get(&format!("http://{}/instances", h.host.control_addr)).await;
     assert_eq!(status, 200);
     assert!(text.contains("\"version\":\"test-guest v1\""), "{text}");
@@ -242,7 +290,9 @@ async fn guest_metrics_and_logs_are_published() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_swap_under_load_loses_nothing() {
     let h = TestHost::start().await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(h.ws_url("/socket")).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(h.ws_url("/socket"))
+        .await
+        .unwrap();
     ws.send(Message::text("before")).await.unwrap();
     assert_eq!(next_text(&mut ws).await, "test-guest v1: before");
 
@@ -267,7 +317,11 @@ async fn hot_swap_under_load_loses_nothing() {
     .await;
     // Replace the file the way a deployment would: write aside, then rename over.
     let plugins = h.dir.join("plugins");
-    std::fs::copy(artifact("test-guest-v2.wasm"), plugins.join("test.wasm.new")).unwrap();
+    std::fs::copy(
+        artifact("test-guest-v2.wasm"),
+        plugins.join("test.wasm.new"),
+    )
+    .unwrap();
     std::fs::rename(plugins.join("test.wasm.new"), plugins.join("test.wasm")).unwrap();
     let url = h.t("/hello");
     eventually("v2 answers", || {
@@ -291,12 +345,19 @@ async fn hot_swap_under_load_loses_nothing() {
             assert!(body == "test-guest v1" || body == "test-guest v2", "{body}");
         }
     }
-    assert_eq!(total, sent.load(Ordering::Relaxed), "every request answered");
+    assert_eq!(
+        total,
+        sent.load(Ordering::Relaxed),
+        "every request answered"
+    );
     // The WebSocket survived and now talks to v2; v2 got the snapshot and the open socket.
     ws.send(Message::text("after")).await.unwrap();
     assert_eq!(next_text(&mut ws).await, "test-guest v2: after");
     let (_, init) = get(&h.t("/init")).await;
-    assert!(init.starts_with("upgrade from=test-guest v1 snapshot="), "{init}");
+    assert!(
+        init.starts_with("upgrade from=test-guest v1 snapshot="),
+        "{init}"
+    );
     assert!(init.ends_with("open_ws=1"), "{init}");
 
     // A broken component is rejected; v2 keeps serving.

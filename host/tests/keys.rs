@@ -23,13 +23,24 @@ async fn raw_get(url: &str) -> (u16, Vec<u8>) {
         .build_http::<http_body_util::Empty<bytes::Bytes>>();
     let resp = client.get(url.parse().unwrap()).await.unwrap();
     let status = resp.status().as_u16();
-    (status, resp.into_body().collect().await.unwrap().to_bytes().to_vec())
+    (
+        status,
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_oaep_decryption_matches_an_independent_implementation() {
     let h = TestHost::start().await;
-    assert_eq!(get(&h.t("/keys/generate?name=wrap&bits=2048")).await, (200, "generated".into()));
+    assert_eq!(
+        get(&h.t("/keys/generate?name=wrap&bits=2048")).await,
+        (200, "generated".into())
+    );
     assert_eq!(get(&h.t("/keys/exists?name=wrap")).await.1, "true");
     let (status, der) = raw_get(&h.t("/keys/public?name=wrap")).await;
     assert_eq!(status, 200);
@@ -51,7 +62,11 @@ async fn batch_oaep_decryption_matches_an_independent_implementation() {
             .collect();
         // One damaged ciphertext fails alone; the others still decrypt.
         lines.push(hex(&[0u8; 256]));
-        let (status, body) = post(&h.t(&format!("/keys/decrypt?name=wrap&hash={hash}")), lines.join("\n")).await;
+        let (status, body) = post(
+            &h.t(&format!("/keys/decrypt?name=wrap&hash={hash}")),
+            lines.join("\n"),
+        )
+        .await;
         assert_eq!(status, 200, "{body}");
         let got: Vec<&str> = body.lines().collect();
         assert_eq!(got.len(), secrets.len() + 1);
@@ -72,7 +87,10 @@ async fn batch_oaep_decryption_matches_an_independent_implementation() {
     let (status, cert) = raw_get(&h.t("/keys/cert?name=wrap&cn=connector")).await;
     assert_eq!(status, 200);
     assert_eq!(cert[0], 0x30, "DER certificate");
-    assert!(cert.windows(9).any(|w| w == b"connector"), "common name in the certificate");
+    assert!(
+        cert.windows(9).any(|w| w == b"connector"),
+        "common name in the certificate"
+    );
     assert_eq!(get(&h.t("/keys/public?name=missing")).await.0, 404);
     assert_eq!(get(&h.t("/keys/delete?name=wrap")).await.0, 200);
     assert_eq!(get(&h.t("/keys/exists?name=wrap")).await.1, "false");
@@ -83,10 +101,18 @@ async fn a_sealed_secret_cannot_be_read_from_the_data_directory() {
     let h = TestHost::start().await;
     let secret = "correct-horse-battery-staple-0123456789";
     assert_eq!(post(&h.t("/keys/seal?name=token"), secret).await.0, 200);
-    assert_eq!(get(&h.t("/keys/unseal?name=token")).await, (200, secret.into()));
+    assert_eq!(
+        get(&h.t("/keys/unseal?name=token")).await,
+        (200, secret.into())
+    );
     assert_eq!(get(&h.t("/keys/unseal-tampered")).await.1, "true");
     // Also store the plaintext under a known key once, to prove the grep would find it.
-    assert_eq!(post(&h.t("/kv/set?k=plain"), "visible-marker-987654321").await.0, 200);
+    assert_eq!(
+        post(&h.t("/kv/set?k=plain"), "visible-marker-987654321")
+            .await
+            .0,
+        200
+    );
 
     let data = h.dir.join("data");
     let mut found_marker = false;

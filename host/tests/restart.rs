@@ -18,10 +18,7 @@ fn start_binary(dir: &std::path::Path) -> (Child, String) {
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let url = loop {
-        let line = lines
-            .next()
-            .expect("apphost printed its address")
-            .unwrap();
+        let line = lines.next().expect("apphost printed its address").unwrap();
         if let Some(rest) = line.strip_prefix("instance t at ") {
             break rest.trim_end_matches('/').to_string();
         }
@@ -35,8 +32,16 @@ fn start_binary(dir: &std::path::Path) -> (Child, String) {
 async fn kv_survives_a_host_restart() {
     let dir = fresh_dir("restart");
     std::fs::create_dir_all(dir.join("plugins")).unwrap();
-    std::fs::copy(artifact("test-guest-v1.wasm"), dir.join("plugins/test.wasm")).unwrap();
-    std::fs::copy(artifact("test-guest-v1.wasm"), dir.join("plugins/other.wasm")).unwrap();
+    std::fs::copy(
+        artifact("test-guest-v1.wasm"),
+        dir.join("plugins/test.wasm"),
+    )
+    .unwrap();
+    std::fs::copy(
+        artifact("test-guest-v1.wasm"),
+        dir.join("plugins/other.wasm"),
+    )
+    .unwrap();
     std::fs::write(dir.join("apphost.toml"), config_text("")).unwrap();
 
     let check = Command::new(env!("CARGO_BIN_EXE_apphost"))
@@ -44,7 +49,11 @@ async fn kv_survives_a_host_restart() {
         .arg(dir.join("apphost.toml"))
         .output()
         .unwrap();
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 
     let (mut first, url) = start_binary(&dir);
     assert_eq!(get(&format!("{url}/count")).await, (200, "1".into()));

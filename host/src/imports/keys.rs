@@ -17,11 +17,22 @@ fn failed(e: anyhow::Error) -> KeyError {
 }
 
 impl GuestState {
-    fn private_key(&mut self, name: &str) -> wasmtime::Result<Result<Arc<RsaPrivateKey>, KeyError>> {
-        let Some(sealed) = self.tx.get(&*self.ctx.kv, &record_key(name)).map_err(wasmtime::Error::from_anyhow)? else {
+    fn private_key(
+        &mut self,
+        name: &str,
+    ) -> wasmtime::Result<Result<Arc<RsaPrivateKey>, KeyError>> {
+        let Some(sealed) = self
+            .tx
+            .get(&*self.ctx.kv, &record_key(name))
+            .map_err(wasmtime::Error::from_anyhow)?
+        else {
             return Ok(Err(KeyError::NotFound));
         };
-        Ok(self.ctx.key_cache.get(&self.ctx.master, &sealed).map_err(failed))
+        Ok(self
+            .ctx
+            .key_cache
+            .get(&self.ctx.master, &sealed)
+            .map_err(failed))
     }
 }
 
@@ -37,7 +48,11 @@ impl Host for GuestState {
     }
 
     fn exists(&mut self, name: String) -> wasmtime::Result<bool> {
-        Ok(self.tx.get(&*self.ctx.kv, &record_key(&name)).map_err(wasmtime::Error::from_anyhow)?.is_some())
+        Ok(self
+            .tx
+            .get(&*self.ctx.kv, &record_key(&name))
+            .map_err(wasmtime::Error::from_anyhow)?
+            .is_some())
     }
 
     fn delete(&mut self, name: String) -> wasmtime::Result<()> {
@@ -81,7 +96,11 @@ impl Host for GuestState {
             .collect()))
     }
 
-    fn sign_rs256(&mut self, name: String, data: Vec<u8>) -> wasmtime::Result<Result<Vec<u8>, KeyError>> {
+    fn sign_rs256(
+        &mut self,
+        name: String,
+        data: Vec<u8>,
+    ) -> wasmtime::Result<Result<Vec<u8>, KeyError>> {
         Ok(self
             .private_key(&name)?
             .and_then(|k| k.sign_rs256(&data).map_err(failed)))

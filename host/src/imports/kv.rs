@@ -10,7 +10,9 @@ fn stored_key(key: &str) -> Vec<u8> {
 
 impl Host for GuestState {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        Ok(self.tx.get(&*self.ctx.kv, &stored_key(&key)).map_err(wasmtime::Error::from_anyhow)?)
+        self.tx
+            .get(&*self.ctx.kv, &stored_key(&key))
+            .map_err(wasmtime::Error::from_anyhow)
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
@@ -29,9 +31,9 @@ impl Host for GuestState {
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     ) -> wasmtime::Result<bool> {
-        Ok(self
-            .tx
-            .cas(&*self.ctx.kv, &stored_key(&key), expected.as_deref(), new).map_err(wasmtime::Error::from_anyhow)?)
+        self.tx
+            .cas(&*self.ctx.kv, &stored_key(&key), expected.as_deref(), new)
+            .map_err(wasmtime::Error::from_anyhow)
     }
 
     fn scan_prefix(
@@ -42,9 +44,10 @@ impl Host for GuestState {
     ) -> wasmtime::Result<Page> {
         let after = cursor.as_deref().map(stored_key);
         let limit = (limit as usize).clamp(1, 10_000);
-        let (entries, more) =
-            self.tx
-                .scan(&*self.ctx.kv, &stored_key(&prefix), after.as_deref(), limit).map_err(wasmtime::Error::from_anyhow)?;
+        let (entries, more) = self
+            .tx
+            .scan(&*self.ctx.kv, &stored_key(&prefix), after.as_deref(), limit)
+            .map_err(wasmtime::Error::from_anyhow)?;
         let entries: Vec<Entry> = entries
             .into_iter()
             .map(|(k, value)| Entry {

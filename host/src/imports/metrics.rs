@@ -8,7 +8,12 @@ fn pairs(labels: Vec<Label>) -> Vec<(String, String)> {
 }
 
 impl Host for GuestState {
-    fn counter_add(&mut self, name: String, labels: Vec<Label>, delta: u64) -> wasmtime::Result<()> {
+    fn counter_add(
+        &mut self,
+        name: String,
+        labels: Vec<Label>,
+        delta: u64,
+    ) -> wasmtime::Result<()> {
         self.ctx
             .metrics
             .guest_counter_add(&name, &pairs(labels), delta);
@@ -16,7 +21,9 @@ impl Host for GuestState {
     }
 
     fn gauge_set(&mut self, name: String, labels: Vec<Label>, value: f64) -> wasmtime::Result<()> {
-        self.ctx.metrics.guest_gauge_set(&name, &pairs(labels), value);
+        self.ctx
+            .metrics
+            .guest_gauge_set(&name, &pairs(labels), value);
         Ok(())
     }
 }

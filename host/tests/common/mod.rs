@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -88,8 +88,16 @@ impl TestHost {
     pub async fn start() -> TestHost {
         let dir = fresh_dir("host");
         std::fs::create_dir_all(dir.join("plugins")).unwrap();
-        std::fs::copy(artifact("test-guest-v1.wasm"), dir.join("plugins/test.wasm")).unwrap();
-        std::fs::copy(artifact("test-guest-v1.wasm"), dir.join("plugins/other.wasm")).unwrap();
+        std::fs::copy(
+            artifact("test-guest-v1.wasm"),
+            dir.join("plugins/test.wasm"),
+        )
+        .unwrap();
+        std::fs::copy(
+            artifact("test-guest-v1.wasm"),
+            dir.join("plugins/other.wasm"),
+        )
+        .unwrap();
         std::fs::write(dir.join("apphost.toml"), config_text("")).unwrap();
         let config = apphost::HostConfig::load(&dir.join("apphost.toml")).unwrap();
         let host = apphost::Host::start(config).await.expect("host starts");

@@ -10,7 +10,9 @@ use connector::host::types::{
     Event, Header, HttpError, HttpRequest, HttpResponse, InboundRequest, InitReason, WsDirection,
     WsFrame,
 };
-use connector::host::{config, http_client, http_server, keys, kv, log, metrics, timers, websocket};
+use connector::host::{
+    config, http_client, http_server, keys, kv, log, metrics, timers, websocket,
+};
 use exports::connector::host::guest::Guest;
 
 #[cfg(not(feature = "v2"))]
@@ -71,7 +73,9 @@ fn handle_one(event: Event) -> Result<(), String> {
                 InitReason::Restart => "restart",
                 InitReason::Upgrade => "upgrade",
             };
-            let snapshot = info.snapshot.map(|s| String::from_utf8_lossy(&s).into_owned());
+            let snapshot = info
+                .snapshot
+                .map(|s| String::from_utf8_lossy(&s).into_owned());
             let text = format!(
                 "{reason} from={} snapshot={} open_ws={}",
                 info.from_version.unwrap_or_default(),
@@ -124,7 +128,11 @@ fn handle_one(event: Event) -> Result<(), String> {
         }
         Event::WsClosed(closed) => {
             if let Some(inbound) = STATE.with(|s| s.borrow_mut().dials.remove(&closed.id)) {
-                reply(inbound, 200, format!("closed {} {}", closed.code, closed.reason));
+                reply(
+                    inbound,
+                    200,
+                    format!("closed {} {}", closed.code, closed.reason),
+                );
             }
             Ok(())
         }
@@ -180,7 +188,11 @@ fn on_request(id: u64, req: InboundRequest) -> Result<(), String> {
                 let page = kv::scan_prefix(&prefix, cursor.as_deref(), limit);
                 pages += 1;
                 for e in page.entries {
-                    text.push_str(&format!("{}={}\n", e.key, String::from_utf8_lossy(&e.value)));
+                    text.push_str(&format!(
+                        "{}={}\n",
+                        e.key,
+                        String::from_utf8_lossy(&e.value)
+                    ));
                 }
                 match page.next {
                     Some(next) => cursor = Some(next),
@@ -333,7 +345,11 @@ fn keys_route(id: u64, route: &str, req: &InboundRequest) -> Result<(), String> 
             let mut tampered = req.body.clone();
             tampered.push(b'!');
             let bad = keys::verify_rs256(&keys::PublicKey::SpkiDer(der), &tampered, &sig);
-            reply(id, 200, format!("valid={ok} tampered={bad} sig={}", hex(&sig)))
+            reply(
+                id,
+                200,
+                format!("valid={ok} tampered={bad} sig={}", hex(&sig)),
+            )
         }
         "seal" => {
             // Stores the sealed secret in KV; the plaintext never reaches the store.
@@ -401,12 +417,14 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
+        let escaped = (bytes[i] == b'%' && i + 2 < bytes.len())
+            .then(|| std::str::from_utf8(&bytes[i + 1..i + 3]).ok())
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        if let Some(b) = escaped {
+            out.push(b);
+            i += 3;
+            continue;
         }
         out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
         i += 1;
