@@ -42,6 +42,9 @@ pub struct AppLogin<'a> {
 /// The fields of `info` the connector uses.
 #[derive(Debug, Default, Deserialize)]
 pub struct LoginInfo {
+    /// SIP name of the App object granting access.
+    #[serde(default)]
+    pub appobj: Option<String>,
     /// Name of the PBX the login comes from.
     #[serde(default)]
     pub pbx: Option<String>,
@@ -151,6 +154,14 @@ impl AppLogin<'_> {
         )
     }
 
+    /// Whether this is the PBX's own App-object login rather than a myApps user's.
+    ///
+    /// `pbxObj` is not covered by the digest, so a user could drop it; `info` is covered, and
+    /// only the App object logs in with `sip` equal to `info.appobj` (PBX names are unique).
+    pub fn is_object_login(&self) -> bool {
+        self.pbx_obj.is_none() && self.info().appobj.as_deref() == Some(self.sip.as_str())
+    }
+
     /// The parsed `info` fields the connector uses (defaults if absent or unreadable).
     pub fn info(&self) -> LoginInfo {
         self.info
@@ -241,6 +252,7 @@ mod tests {
         assert!(!login.verify("16d7dbbcccb63612", "Go"));
         assert_eq!(login.info().pbx.as_deref(), Some("pbx-main"));
         assert!(login.pbx_obj.is_none());
+        assert!(login.is_object_login());
     }
 
     #[test]
@@ -250,6 +262,13 @@ mod tests {
         assert!(!login.verify("7c4fc2e477f69233", "wrong"));
         assert_eq!(login.pbx_obj.as_deref(), Some("go-search"));
         assert_eq!(login.info().testmode, Some(true));
+        assert!(!login.is_object_login());
+        // Dropping pbxObj (not covered by the digest) does not make it a PBX login.
+        let stripped = CAPTURE_USER.replace(",\n \"pbxObj\":\"go-search\"", "");
+        let login: AppLogin = serde_json::from_str(&stripped).unwrap();
+        assert!(login.pbx_obj.is_none());
+        assert!(login.verify("7c4fc2e477f69233", "go"));
+        assert!(!login.is_object_login());
     }
 
     #[test]

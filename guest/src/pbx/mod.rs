@@ -73,6 +73,10 @@ pub struct Login {
     /// Set for user logins brokered by myApps; absent for the PBX's own connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pbx_obj: Option<String>,
+    /// The PBX's own App-object login (see [`login::AppLogin::is_object_login`]); only such
+    /// connections may identify as a PBX and carry PBX API traffic.
+    #[serde(default)]
+    pub object: bool,
     /// `info.pbx`: the PBX the login came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info_pbx: Option<String>,
@@ -117,7 +121,7 @@ impl Conn {
 
     /// Whether this is a logged-in PBX connection (not a myApps user) that sent `PbxInfo`.
     pub fn is_pbx(&self) -> bool {
-        self.login.as_ref().is_some_and(|l| l.pbx_obj.is_none()) && self.pbx.is_some()
+        self.login.as_ref().is_some_and(|l| l.object) && self.pbx.is_some()
     }
 
     /// Whether `PbxInfo` listed `api` as enabled.
@@ -256,6 +260,14 @@ fn send(env: &mut impl Env, ws: WsId, msg: &Value) -> bool {
     env.ws_send(ws, WsFrame::Text(text))
 }
 
+/// Sends `ReplicateStart` for PBX `name` on `conn`, resuming from the stored point.
+fn start_replication(env: &mut impl Env, conn: &mut Conn, name: &str) {
+    let resume = users::resume(env, name);
+    if send(env, conn.ws, &users::start_request(resume.as_ref())) {
+        conn.users = Replication::Starting;
+    }
+}
+
 fn conn_key(ws: WsId) -> String {
     format!("{CONN_PREFIX}{ws}")
 }
@@ -324,7 +336,25 @@ impl Pbx {
     /// them too); stored user rows stay for the next connection to resume from.
     pub fn closed(&mut self, env: &mut impl Env, ws: WsId) -> Vec<PbxEvent> {
         env.kv_delete(&conn_key(ws));
-        match self.conns.remove(&ws) {
+        let gone = self.conns.remove(&ws);
+        // If it replicated its PBX's users, another connection of that PBX takes over.
+        if let Some(Conn {
+            pbx: Some(name),
+            users,
+            ..
+        }) = &gone
+            && *users != Replication::Off
+            && let Some(next) = self.conns.values_mut().find(|c| {
+                c.is_pbx()
+                    && c.pbx.as_deref() == Some(name.as_str())
+                    && c.has_api("PbxTableUsers")
+                    && c.users == Replication::Off
+            })
+        {
+            start_replication(env, next, name);
+            store::set_json(env, &conn_key(next.ws), &*next);
+        }
+        match gone {
             Some(c) if c.login.is_some() => {
                 env.log(
                     Level::Info,
@@ -420,6 +450,16 @@ impl Pbx {
                 );
                 self.garbage(env, conn);
             }
+            (None, "PbxInfo") | (Some("PbxTableUsers" | "PbxApi" | "PbxAdminApi"), _)
+                if !conn.login.as_ref().is_some_and(|l| l.object) =>
+            {
+                // A myApps user session must not pose as a PBX or feed PBX data.
+                env.log(
+                    Level::Warn,
+                    target::APP_WEBSOCKET,
+                    &format!("{}: `{mt}` on a user session ignored", conn.ws),
+                );
+            }
             (None, "PbxInfo") => self.pbx_info(env, conn, text, out),
             (Some("PbxTableUsers"), _) => self.replication(env, conn, mt, text, out),
             (Some("PbxApi"), _) => self.pbx_api(env, conn, mt, head.src.as_deref(), text, out),
@@ -487,6 +527,7 @@ impl Pbx {
             dn: msg.dn.clone(),
             pbx_obj: msg.pbx_obj.clone(),
             info_pbx: info.pbx.clone(),
+            object: msg.is_object_login(),
         });
         conn.failures = 0;
         send(
@@ -561,11 +602,16 @@ impl Pbx {
                 );
             }
         }
-        if conn.has_api("PbxTableUsers") {
-            let resume = users::resume(env, &name);
-            if send(env, conn.ws, &users::start_request(resume.as_ref())) {
-                conn.users = Replication::Starting;
-            }
+        // One replication per PBX: its second App object (`microsoft365-api`) may have the
+        // API enabled too, and two replications would only duplicate the work.
+        let replicated = self.conns.values().any(|c| {
+            c.ws != conn.ws
+                && c.is_pbx()
+                && c.pbx.as_deref() == Some(name.as_str())
+                && c.users != Replication::Off
+        });
+        if conn.has_api("PbxTableUsers") && !replicated {
+            start_replication(env, conn, &name);
         }
         out.push(PbxEvent::Connected {
             ws: conn.ws,
@@ -822,35 +868,49 @@ impl Pbx {
         });
     }
 
-    /// The master PBX connection: the one named by `pbx.master`, else the logged-in PBX with
-    /// the lowest connection id.
-    pub fn master(&self) -> Option<&Conn> {
-        let mut pbxs = self.conns.values().filter(|c| c.is_pbx());
+    /// The name of the master PBX: `pbx.master` if set, else the PBX of the logged-in PBX
+    /// connection with the lowest id.
+    pub fn master_name(&self) -> Option<&str> {
         match &self.settings.master {
-            Some(name) => pbxs.find(|c| c.pbx.as_deref() == Some(name.as_str())),
-            None => pbxs.next(),
+            Some(name) => Some(name.as_str()),
+            None => self
+                .conns
+                .values()
+                .find(|c| c.is_pbx())
+                .and_then(|c| c.pbx.as_deref()),
         }
     }
 
-    /// The connection for a user assigned to PBX `loc`: that PBX when connected, else the
-    /// master (product decision "Routing").
-    pub fn route(&self, loc: Option<&str>) -> Option<&Conn> {
-        loc.filter(|l| !l.is_empty())
-            .and_then(|l| {
-                self.conns
-                    .values()
-                    .filter(|c| c.is_pbx())
-                    .find(|c| c.pbx.as_deref() == Some(l))
-            })
-            .or_else(|| self.master())
+    /// The master PBX connection (its main App object's connection when the PBX has several,
+    /// e.g. also `microsoft365-api`).
+    pub fn master(&self) -> Option<&Conn> {
+        let name = self.master_name()?;
+        let mut conns = self.pbx_conns(name);
+        conns
+            .clone()
+            .find(|c| c.has_api("PbxApi"))
+            .or_else(|| conns.next())
     }
 
-    fn ready(&self, conn: Option<&Conn>, api: &'static str) -> Result<WsId, PbxError> {
-        let conn = conn.ok_or(PbxError::NotConnected)?;
-        if !conn.has_api(api) {
-            return Err(PbxError::ApiNotEnabled(api));
+    fn pbx_conns<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Conn> + Clone + 'a {
+        self.conns
+            .values()
+            .filter(move |c| c.is_pbx() && c.pbx.as_deref() == Some(name))
+    }
+
+    /// The connection to use for `api` for a user assigned to PBX `loc`: that PBX when it is
+    /// connected with the API enabled, else the master (product decision "Routing").
+    pub fn route(&self, loc: Option<&str>, api: &'static str) -> Result<WsId, PbxError> {
+        let with_api = |name: &str| self.pbx_conns(name).find(|c| c.has_api(api)).map(|c| c.ws);
+        if let Some(ws) = loc.filter(|l| !l.is_empty()).and_then(with_api) {
+            return Ok(ws);
         }
-        Ok(conn.ws)
+        let master = self.master_name().ok_or(PbxError::NotConnected)?;
+        match with_api(master) {
+            Some(ws) => Ok(ws),
+            None if self.pbx_conns(master).next().is_some() => Err(PbxError::ApiNotEnabled(api)),
+            None => Err(PbxError::NotConnected),
+        }
     }
 
     /// Sets the connector's own presence item of user `guid` on the PBX of `loc` (or the
@@ -863,7 +923,7 @@ impl Pbx {
         activity: &str,
         note: &str,
     ) -> Result<WsId, PbxError> {
-        let ws = self.ready(self.route(loc), "PbxApi")?;
+        let ws = self.route(loc, "PbxApi")?;
         let req = presence::set_request(guid, &self.settings.presence_contact, activity, note);
         send(env, ws, &req)
             .then_some(ws)
@@ -878,7 +938,7 @@ impl Pbx {
         sip: &str,
         guid: &str,
     ) -> Result<WsId, PbxError> {
-        let ws = self.ready(self.route(loc), "PbxApi")?;
+        let ws = self.route(loc, "PbxApi")?;
         send(env, ws, &presence::subscribe_request(sip, guid))
             .then_some(ws)
             .ok_or(PbxError::SendFailed)
@@ -892,7 +952,10 @@ impl Pbx {
         sip: &str,
         guid: &str,
     ) -> Result<(), PbxError> {
-        self.ready(self.conns.get(&ws), "PbxApi")?;
+        let conn = self.conns.get(&ws).ok_or(PbxError::NotConnected)?;
+        if !conn.has_api("PbxApi") {
+            return Err(PbxError::ApiNotEnabled("PbxApi"));
+        }
         send(env, ws, &presence::unsubscribe_request(sip, guid))
             .then_some(())
             .ok_or(PbxError::SendFailed)
@@ -900,7 +963,7 @@ impl Pbx {
 
     /// Asks the master PBX whether user `guid` holds the connector's licence.
     pub fn check_licence(&mut self, env: &mut impl Env, guid: &str) -> Result<WsId, PbxError> {
-        let ws = self.ready(self.master(), "PbxAdminApi")?;
+        let ws = self.route(None, "PbxAdminApi")?;
         send(env, ws, &licence::request(guid, &self.settings.licence))
             .then_some(ws)
             .ok_or(PbxError::SendFailed)

@@ -46,11 +46,18 @@ fn challenge(c: &mut Connector, env: &mut TestEnv, ws: u64) -> String {
 }
 
 fn login_frame(pbx: &str, challenge: &str, password: &str) -> String {
-    let info = INFO.replace("\"pbx\":\"master\"", &format!("\"pbx\":\"{pbx}\""));
+    login_as(pbx, "m365", "m365", challenge, password)
+}
+
+/// An AppLogin by `sip` through App object `appobj` (equal for the PBX's object login).
+fn login_as(pbx: &str, sip: &str, appobj: &str, challenge: &str, password: &str) -> String {
+    let info = INFO
+        .replace("\"pbx\":\"master\"", &format!("\"pbx\":\"{pbx}\""))
+        .replace("\"appobj\":\"m365\"", &format!("\"appobj\":\"{appobj}\""));
     let d = digest(
         "innovaphone-microsoft365",
         "example.com",
-        "m365",
+        sip,
         "4f2a",
         "Microsoft 365",
         Some(&info),
@@ -58,7 +65,7 @@ fn login_frame(pbx: &str, challenge: &str, password: &str) -> String {
         password,
     );
     format!(
-        r#"{{"mt":"AppLogin","app":"innovaphone-microsoft365","domain":"example.com","sip":"m365","guid":"4f2a","dn":"Microsoft 365","digest":"{d}","info":{info}}}"#
+        r#"{{"mt":"AppLogin","app":"innovaphone-microsoft365","domain":"example.com","sip":"{sip}","guid":"4f2a","dn":"Microsoft 365","digest":"{d}","info":{info}}}"#
     )
 }
 
@@ -669,6 +676,85 @@ fn state_survives_a_hot_swap() {
     // The handshake in flight completes with the challenge the old guest issued.
     frame(&mut next, &mut env, 5, &login_frame("slave", &ch, "pwd"));
     assert_eq!(last(&env, 5)["ok"], true);
+}
+
+#[test]
+fn a_user_session_cannot_pose_as_a_pbx() {
+    let (mut c, mut env) = start();
+    c.handle(&mut env, Event::WsOpen(open(1)));
+    let ch = challenge(&mut c, &mut env, 1);
+    // A valid myApps user login (digest by the PBX) without pbxObj: still a user session.
+    frame(
+        &mut c,
+        &mut env,
+        1,
+        &login_as("master", "mallory", "m365", &ch, "pwd"),
+    );
+    assert_eq!(last(&env, 1)["ok"], true);
+    env.clear_sent();
+    let ev = frame(
+        &mut c,
+        &mut env,
+        1,
+        r#"{"mt":"PbxInfo","pbx":"master","apis":["PbxApi","PbxTableUsers","PbxAdminApi"]}"#,
+    );
+    assert!(ev.is_empty());
+    let ev = frame(
+        &mut c,
+        &mut env,
+        1,
+        &json!({"api":"PbxTableUsers","mt":"ReplicateAdd","columns":row("g1","evil","master")})
+            .to_string(),
+    );
+    assert!(ev.is_empty());
+    assert!(env.sent.is_empty());
+    assert_eq!(super::users::count(&mut env, "master"), 0);
+    assert!(!c.pbx.connection(1).unwrap().is_pbx());
+    assert_eq!(
+        c.pbx.set_presence(&mut env, None, "g1", "busy", ""),
+        Err(PbxError::NotConnected)
+    );
+}
+
+#[test]
+fn second_app_object_of_a_pbx_neither_duplicates_nor_steals_work() {
+    let (mut c, mut env) = start();
+    // The `microsoft365-api` object of the same PBX logs in first, with only PbxTableUsers.
+    c.handle(&mut env, Event::WsOpen(open(1)));
+    let ch = challenge(&mut c, &mut env, 1);
+    frame(
+        &mut c,
+        &mut env,
+        1,
+        &login_as("master", "microsoft365-api", "microsoft365-api", &ch, "pwd"),
+    );
+    frame(
+        &mut c,
+        &mut env,
+        1,
+        r#"{"mt":"PbxInfo","pbx":"master","apis":["PbxTableUsers"]}"#,
+    );
+    assert_eq!(last(&env, 1)["mt"], "ReplicateStart");
+    connect(&mut c, &mut env, 2, "master", ALL_APIS);
+    // No second replication of the same PBX.
+    assert_eq!(last(&env, 2)["mt"], "AppLoginResult");
+    assert_eq!(c.pbx.connection(2).unwrap().users, Replication::Off);
+    // Presence and licences go to the connection that has the API.
+    assert_eq!(c.pbx.set_presence(&mut env, None, "g", "busy", ""), Ok(2));
+    assert_eq!(c.pbx.check_licence(&mut env, "g"), Ok(2));
+    assert_eq!(c.pbx.master().unwrap().ws, 2);
+    // The replicating connection goes away: the other one takes over.
+    c.handle(
+        &mut env,
+        Event::WsClosed(WsClosed {
+            id: 1,
+            code: 1006,
+            reason: String::new(),
+        }),
+    );
+    assert_eq!(last(&env, 2)["mt"], "ReplicateStart");
+    assert_eq!(c.pbx.connection(2).unwrap().users, Replication::Starting);
+    assert!(env.kv_text("pbx/conn/2").unwrap().contains("Starting"));
 }
 
 impl TestEnv {
