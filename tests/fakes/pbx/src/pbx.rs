@@ -414,7 +414,13 @@ impl Pbx {
                 )
             })
             .map(|c| c.started_at.saturating_add(self.switches.login_timeout_ms));
-        dial.chain(login).min()
+        // Held (reordered) responses are released at the next tick.
+        let held = self
+            .conns
+            .values()
+            .any(|c| !c.held.is_empty())
+            .then(|| self.now());
+        dial.chain(login).chain(held).min()
     }
 
     /// Time-driven work: dial nodes whose backoff expired, flush reordered responses.
@@ -1033,8 +1039,11 @@ impl Pbx {
         self.tombstones
             .push((self.usn, guid.to_string(), u.pseudo_type().to_string()));
         self.presence.remove(guid);
+        self.pbx_calls.remove(guid);
         self.lic_cache.clear();
         self.replicate_delete(&u);
+        // Watchers of a deleted object see their monitor go down.
+        self.notify_user(guid);
         true
     }
 

@@ -88,6 +88,9 @@ fn no_api_traffic_before_login_and_pbxinfo_after_ok() {
     p.drain();
     p.on_connected(1);
     p.drain();
+    // KeepAlive is fine at any time.
+    p.on_frame(1, r#"{"mt":"KeepAlive"}"#);
+    assert!(p.violations().is_empty());
     // Connector sends API traffic too early: flagged, ignored.
     p.on_frame(1, r#"{"api":"PbxApi","mt":"SubscribePresence","sip":"x"}"#);
     assert!(sent(&mut p).is_empty());
@@ -1115,4 +1118,17 @@ fn large_pbx_of_10000_users_replicates_fully_and_storms() {
     let updates = sent(&mut p);
     assert!(!updates.is_empty());
     assert!(updates.iter().all(|(_, m)| m["mt"] == "PresenceUpdate"));
+}
+
+#[test]
+fn deleted_user_monitor_goes_down() {
+    let (mut p, _) = pbx();
+    p.upsert_user(user("aa", "alice", "master"));
+    let c = subscribed(&mut p, "master", "c1");
+    p.delete_user("aa");
+    let f = sent(&mut p);
+    assert!(f.iter().any(|(cc, m)| *cc == c
+        && m["mt"] == "PresenceState"
+        && m["up"] == false
+        && m["src"] == "ga"));
 }
