@@ -168,8 +168,14 @@ pub struct Config {
     pub outlook_default_top: usize,
     /// Lifetime of a users delta token (7 days).
     pub delta_token_lifetime_ms: i64,
-    /// Emit `reauthorizationRequired` this long before a subscription expires.
+    /// Emit `reauthorizationRequired` this long before a subscription or its bound access token
+    /// expires.
     pub reauthorization_lead_ms: i64,
+    /// Pause delivery as soon as `reauthorizationRequired` is sent (default false: delivery
+    /// pauses only once the bound access token has expired, graph.md 3.4/3.6).
+    pub pause_on_reauthorization_required: bool,
+    /// Random extra delivery latency, 0..this many ms (seeded).
+    pub delivery_jitter_ms: i64,
     /// Seed of the fake's randomness.
     pub seed: u64,
 }
@@ -219,6 +225,8 @@ impl Default for Config {
             outlook_default_top: 10,
             delta_token_lifetime_ms: 7 * 86_400_000,
             reauthorization_lead_ms: 15 * 60_000,
+            pause_on_reauthorization_required: false,
+            delivery_jitter_ms: 0,
             seed: 1,
         }
     }

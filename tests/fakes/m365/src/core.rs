@@ -150,6 +150,8 @@ pub struct Caller {
     pub scp: Vec<String>,
     /// Application roles.
     pub roles: Vec<String>,
+    /// Expiry of the presented access token (ms); subscriptions are bound to it.
+    pub token_exp_ms: i64,
 }
 
 impl Caller {

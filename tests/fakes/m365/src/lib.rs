@@ -29,8 +29,10 @@
 //!   which makes realistic duplicates); retries after 1 min doubling, up to 4 h
 //!   (`retry_base_ms`, `retry_horizon_ms`); slow/drop evaluated over 10 min with at least
 //!   `health_min_samples` (10) samples.
-//! - `reauthorizationRequired` is sent 15 min before expiry to subscriptions with a lifecycle URL,
-//!   and pauses delivery until PATCH or `/reauthorize`.
+//! - Subscriptions are bound to the access token used to create/PATCH/reauthorize them.
+//!   `reauthorizationRequired` goes to the lifecycle URL 15 min before the subscription or that
+//!   token expires; once the token has expired delivery pauses (held up to the retry horizon)
+//!   until PATCH or `/reauthorize` (`pause_on_reauthorization_required` pauses at once).
 //! - Validation tokens: v2 (`azp`, `login.microsoftonline.com/{tid}/v2.0`); `validation_token_v1`
 //!   switches to v1. The signing key rotates daily and the previous key stays in the JWKS.
 //! - Users `$top` cap 999 (1000 rejected, UNVERIFIED); Outlook default page size 10 (UNVERIFIED).

@@ -80,6 +80,9 @@ pub struct Subscription {
     pub flags: Vec<String>,
     /// Silent outage for this subscription only.
     pub outage: bool,
+    /// Expiry of the access token the subscription is bound to (set on create, PATCH and
+    /// reauthorize); once it passes, delivery pauses (graph.md 3.4).
+    pub token_exp_ms: i64,
     #[serde(skip)]
     held: Vec<QueuedItem>,
 }
@@ -493,6 +496,7 @@ impl Fake {
             last_reauthorize_ms: None,
             flags: vec![],
             outage: false,
+            token_exp_ms: caller.token_exp_ms,
             held: vec![],
         };
         // The handshake: POST {url}?validationToken=... to both URLs (twice if identical).
@@ -708,6 +712,7 @@ impl Fake {
         }
         s.last_patch_ms = Some(now);
         s.reauth_sent = false;
+        s.token_exp_ms = caller.token_exp_ms;
         let held = self.resume(&mut s);
         let body = self.subscription_json(&s);
         self.subs.subs.insert(s.id.clone(), s);
@@ -739,6 +744,8 @@ impl Fake {
             ));
         }
         s.last_reauthorize_ms = Some(now);
+        s.reauth_sent = false;
+        s.token_exp_ms = caller.token_exp_ms;
         let held = self.resume(&mut s);
         self.subs.subs.insert(s.id.clone(), s);
         for q in held {
@@ -777,8 +784,9 @@ impl Fake {
                 self.remove_sub(id);
             }
             "reauthorizationRequired" => {
+                let pause = self.cfg.pause_on_reauthorization_required;
                 if let Some(x) = self.subs.subs.get_mut(id) {
-                    x.paused = true;
+                    x.paused |= pause;
                     x.reauth_sent = true;
                 }
             }
@@ -824,12 +832,22 @@ impl Fake {
             .filter(|s| {
                 s.lifecycle_notification_url.is_some()
                     && !s.reauth_sent
-                    && s.expiration_ms - now <= lead
+                    && (s.expiration_ms - now <= lead
+                        || (s.token_exp_ms > 0 && s.token_exp_ms - now <= lead))
             })
             .map(|s| s.id.clone())
             .collect();
         for id in due {
             self.lifecycle_event(&id, "reauthorizationRequired");
+        }
+        // The bound token expired: delivery pauses (not throttled); what is held for longer than
+        // the retry horizon is lost.
+        let horizon = self.cfg.retry_horizon_ms;
+        for s in self.subs.subs.values_mut() {
+            if s.token_exp_ms > 0 && s.token_exp_ms <= now {
+                s.paused = true;
+            }
+            s.held.retain(|q| now - q.due <= horizon);
         }
     }
 
@@ -850,6 +868,11 @@ impl Fake {
             if self.cfg.notification_outage || s.outage {
                 continue;
             }
+            let jitter = if self.cfg.delivery_jitter_ms > 0 {
+                rand::Rng::gen_range(&mut self.rng, 0..self.cfg.delivery_jitter_ms)
+            } else {
+                0
+            };
             let mut item = json!({"subscriptionId": s.id, "subscriptionExpirationDateTime": iso_offset(s.expiration_ms),
                 "clientState": s.client_state, "changeType": change, "resource": resource,
                 "tenantId": self.tenant_id, "organizationId": self.tenant_id, "resourceData": resource_data});
@@ -874,11 +897,12 @@ impl Fake {
                     .notification_url_app_id
                     .clone()
                     .unwrap_or(s.application_id.clone()),
-                due: now + self.cfg.delivery_latency_ms,
+                due: now + self.cfg.delivery_latency_ms + jitter,
                 purpose: Purpose::Notification,
             };
-            if s.paused {
+            if s.paused || (s.token_exp_ms > 0 && s.token_exp_ms <= now) {
                 if let Some(x) = self.subs.subs.get_mut(&sid) {
+                    x.paused = true;
                     x.held.push(q);
                 }
             } else {

@@ -357,6 +357,7 @@ impl Fake {
                     user_id: None,
                     scp: vec![],
                     roles: app.roles.clone(),
+                    token_exp_ms: 0,
                 };
                 let (at, exp_in) = self.mint_access_token(&caller);
                 Response::json(
@@ -504,6 +505,7 @@ impl Fake {
             user_id: Some(uid.into()),
             scp: api.clone(),
             roles: vec![],
+            token_exp_ms: 0,
         };
         let (at, exp_in) = self.mint_access_token(&caller);
         let mut shown = api.clone();
@@ -665,12 +667,14 @@ impl Fake {
                 user_id: Some(u),
                 scp: v,
                 roles: vec![],
+                token_exp_ms: 0,
             },
             None => Caller {
                 app_id: app_id.into(),
                 user_id: None,
                 scp: vec![],
                 roles: v,
+                token_exp_ms: 0,
             },
         };
         self.mint_access_token(&c).0
@@ -721,6 +725,7 @@ impl Fake {
             ));
         }
         let app_id = claims["appid"].as_str().unwrap_or("").to_string();
+        let exp_ms = claims["exp"].as_i64().unwrap_or(0) * 1000;
         if let Some(scp) = claims["scp"].as_str() {
             Ok(Caller {
                 app_id,
@@ -731,6 +736,7 @@ impl Fake {
                     .map(str::to_string)
                     .collect(),
                 roles: vec![],
+                token_exp_ms: exp_ms,
             })
         } else {
             let roles = claims["roles"]
@@ -746,6 +752,7 @@ impl Fake {
                 user_id: None,
                 scp: vec![],
                 roles,
+                token_exp_ms: exp_ms,
             })
         }
     }

@@ -727,7 +727,7 @@ fn duplicates_and_reordering_switches() {
 #[test]
 fn lifecycle_reauthorization_pauses_until_reauthorize() {
     let mut t = setup();
-    let tok = t.svc_token();
+    let tok = t.svc_token(); // expires at T0 + 3599 s
     let a = t.alice.id.clone();
     let mut b = presence_sub_body(&[&a]);
     b["lifecycleNotificationUrl"] = json!("https://connector.example/lifecycle");
@@ -735,8 +735,19 @@ fn lifecycle_reauthorization_pauses_until_reauthorize() {
         .as_str()
         .unwrap()
         .to_string();
-    // 15 minutes before expiry: reauthorizationRequired to the lifecycle URL.
-    t.clock.advance(45 * 60_000);
+    // Renewed at 30 min with the same (old) token: the subscription now outlives the token.
+    t.clock.advance(30 * 60_000);
+    let r = t
+        .send(
+            &tok,
+            "PATCH",
+            &format!("/subscriptions/{id}"),
+            json!({"expirationDateTime": iso_z(t.fake.now() + 60 * 60_000)}),
+        )
+        .unwrap_response();
+    assert_eq!(r.status, 200);
+    // 15 minutes before the token expires: reauthorizationRequired to the lifecycle URL.
+    t.clock.advance(15 * 60_000);
     let sent = t.answer_all(echo_validation);
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].purpose, Purpose::Lifecycle);
@@ -746,9 +757,16 @@ fn lifecycle_reauthorization_pauses_until_reauthorize() {
         body["value"][0]["lifecycleEvent"],
         "reauthorizationRequired"
     );
-    // Delivery paused.
+    assert_eq!(body["value"][0]["subscriptionId"], id.as_str());
+    // Still delivering while the token is valid.
     t.fake
         .teams_client_presence(&a, None, "Busy", "Busy")
+        .unwrap();
+    assert_eq!(t.answer_all(echo_validation).len(), 1);
+    // Token expired: delivery paused, changes held.
+    t.clock.advance(15 * 60_000);
+    t.fake
+        .teams_client_presence(&a, None, "Away", "Away")
         .unwrap();
     assert!(t.answer_all(echo_validation).is_empty());
     let tok = t.svc_token();
@@ -770,6 +788,14 @@ fn lifecycle_reauthorization_pauses_until_reauthorize() {
         json!({"expirationDateTime": iso_z(t.fake.now() + 60 * 60_000)}),
     );
     assert!(!t.fake.subscriptions()[0].flags.is_empty());
+    // Switch: pause as soon as reauthorizationRequired is sent.
+    t.fake.config_mut().pause_on_reauthorization_required = true;
+    assert!(t.fake.lifecycle_event(&id, "reauthorizationRequired"));
+    t.answer_all(echo_validation);
+    t.fake
+        .teams_client_presence(&a, None, "DoNotDisturb", "DoNotDisturb")
+        .unwrap();
+    assert!(t.answer_all(echo_validation).is_empty());
     // subscriptionRemoved / missed on request.
     assert!(t.fake.lifecycle_event(&id, "missed"));
     assert!(t.fake.lifecycle_event(&id, "subscriptionRemoved"));
