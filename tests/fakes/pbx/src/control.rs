@@ -27,6 +27,9 @@ use tokio::net::TcpListener;
 ///   `POST /users/{guid}/call/start|end`, `PUT /users/{guid}/visibility {presence,otf,note}`,
 ///   `POST /users/{guid}/licence {lic,assign}`
 /// - `GET|POST /licences {name,count}`, `GET /licence-checks`, `GET /alien-calls`, `GET /unallowed`
+/// - `GET|POST /nodes` (NodeConfig: add a PBX, e.g. a slave), `PATCH /nodes/{name}` (merge into
+///   its NodeConfig: apis, app password, dial_url...; effective at the next login)
+/// - `/users/{id}` routes accept the GUID or the h323 name
 /// - `POST /nodes/{name}/kill|restore|close-mid-message`, `POST /nodes/{name}/frame {text}`,
 ///   `POST /nodes/{name}/login-fault {fault}`, `POST /nodes/{name}/app-info {app}`,
 ///   `GET /app-info-results`, `POST /db/reset-guid`, `POST /storm {changes}` (presence burst)
@@ -106,6 +109,18 @@ async fn handle(h: Handle, req: Request<Incoming>) -> Response<Full<Bytes>> {
             Err(e) => return bad(e),
         }
     };
+    // `/users/{id}` accepts a GUID or an h323 name.
+    let mut path = path;
+    if path.len() >= 2 && path[0] == "users" {
+        let id = path[1].clone();
+        if let Some(g) = h.with(|x| {
+            (x.user(&id).is_none())
+                .then(|| x.find_user_by_sip(&id))
+                .flatten()
+        }) {
+            path[1] = g;
+        }
+    }
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
     let m = &method;
     let res = route(&h, m, &p, node_q, body);
@@ -243,6 +258,27 @@ fn route(
             h.with(|x| x.reset_db_guid());
             json!({"ok":true})
         }
+        ["nodes"] if get => h.with(|x| json!(x.node_configs())),
+        ["nodes"] if post => {
+            let cfg: crate::pbx::NodeConfig = serde_json::from_value(body)?;
+            h.with(|x| x.add_node(cfg));
+            json!({"ok":true})
+        }
+        ["nodes", n] if m == Method::PATCH => {
+            let Some(cur) = h.with(|x| x.node_config_mut(n).map(|c| serde_json::to_value(&*c)))
+            else {
+                return Ok(None);
+            };
+            let mut cur = cur?;
+            merge(&mut cur, &body);
+            let cfg: crate::pbx::NodeConfig = serde_json::from_value(cur)?;
+            h.with(|x| {
+                if let Some(c) = x.node_config_mut(n) {
+                    *c = cfg.clone();
+                }
+            });
+            json!(cfg)
+        }
         ["nodes", n, "kill"] if post => {
             h.with(|x| x.kill(n));
             json!({"ok":true})
@@ -333,6 +369,18 @@ fn route(
         }
         _ => return Ok(None),
     }))
+}
+
+/// Recursive JSON merge (objects merged, everything else replaced).
+fn merge(a: &mut Value, b: &Value) {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (a, b) => *a = b.clone(),
+    }
 }
 
 /// App URL → websocket URL (http→ws, https→wss).

@@ -294,16 +294,19 @@ pub fn populate(spec: &PopulateSpec) -> Vec<User> {
         .unwrap_or_else(|| "master".into());
     let mut out = Vec::with_capacity(spec.users + spec.pseudo_objects);
     let mut last_cn = String::new();
+    let mut last_dn = String::new();
     for i in 0..spec.users {
         let g = GIVEN[rng.below(GIVEN.len() as u64) as usize];
         let f = FAMILY[rng.below(FAMILY.len() as u64) as usize];
         // Duplicate display names: reuse the previous person's name.
-        let cn = if i > 0 && rng.percent(spec.duplicate_name_percent) {
-            last_cn.clone()
+        let dup = i > 0 && rng.percent(spec.duplicate_name_percent);
+        let (cn, dn) = if dup {
+            (last_cn.clone(), last_dn.clone())
         } else {
-            format!("{f}, {g}")
+            (format!("{f}, {g}"), format!("{g} {f}"))
         };
         last_cn = cn.clone();
+        last_dn = dn.clone();
         let mut local = format!("{}.{}", ascii_fold(g), ascii_fold(f));
         if local.len() < 3 || local.starts_with('.') || local.ends_with('.') {
             local = format!("user{i}");
@@ -315,7 +318,7 @@ pub fn populate(spec: &PopulateSpec) -> Vec<User> {
             master.clone()
         };
         let mut u = User::new(&rng.guid(), &h323, &cn, &loc);
-        u.dn = format!("{g} {f}");
+        u.dn = dn;
         u.e164 = format!("{}", 2000 + i);
         u.node = "root".into();
         u.config = if i % 7 == 0 {

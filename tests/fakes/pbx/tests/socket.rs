@@ -365,6 +365,20 @@ async fn control_api_drives_users_presence_calls_and_reads_back() {
     );
     let st = http(addr, "GET", "/status", json!(null)).await;
     assert_eq!(st[0]["state"], "logged-in");
+    // Users are addressable by h323 too.
+    http(addr, "POST", "/users/alice/call/end", json!(null)).await;
+    let (_, u) = svc.recv().await.unwrap();
+    assert_eq!(u["presence"][0]["activity"], "away");
+    let cfg = http(
+        addr,
+        "PATCH",
+        "/nodes/master",
+        json!({"apis": ["PbxApi"], "app": {"password": "new"}}),
+    )
+    .await;
+    assert_eq!(cfg["apis"], json!(["PbxApi"]));
+    assert_eq!(cfg["app"]["password"], "new");
+    assert_eq!(cfg["app"]["sip"], "m365");
     http(addr, "PUT", "/switches", json!({"testmode": true})).await;
     assert!(h.with(|p| p.switches.testmode));
     http(addr, "POST", "/nodes/master/kill", json!(null)).await;
