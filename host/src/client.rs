@@ -222,6 +222,12 @@ fn classify(e: hyper_util::client::legacy::Error) -> HttpError {
         {
             return HttpError::Tls(inner.to_string());
         }
+        // Some connector layers box the error so that it cannot be downcast; their text
+        // still names the certificate problem.
+        let text = s.to_string();
+        if text.contains("peer certificate") || text.contains("TLS") {
+            return HttpError::Tls(text);
+        }
         source = s.source();
     }
     HttpError::Connection(format!("{e:#}: {}", error_chain(&e)))

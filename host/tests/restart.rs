@@ -31,18 +31,7 @@ fn start_binary(dir: &std::path::Path) -> (Child, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv_survives_a_host_restart() {
     let dir = fresh_dir("restart");
-    std::fs::create_dir_all(dir.join("plugins")).unwrap();
-    std::fs::copy(
-        artifact("test-guest-v1.wasm"),
-        dir.join("plugins/test.wasm"),
-    )
-    .unwrap();
-    std::fs::copy(
-        artifact("test-guest-v1.wasm"),
-        dir.join("plugins/other.wasm"),
-    )
-    .unwrap();
-    std::fs::write(dir.join("apphost.toml"), config_text("")).unwrap();
+    prepare_dir(&dir, "");
 
     let check = Command::new(env!("CARGO_BIN_EXE_apphost"))
         .args(["--check", "--config"])

@@ -63,6 +63,7 @@ domain = "test.local"
 plugin = "test"
 password = "pw-t"
 allow_outbound = ["127.0.0.1"]
+extra_ca_file = "ca.pem"
 memory_limit_mb = 32
 event_deadline_ms = 500
 [instance.settings]
@@ -77,6 +78,22 @@ password = "pw-u"
     )
 }
 
+/// Puts plugins, an (empty unless present) extra CA file and `apphost.toml` into `dir`.
+pub fn prepare_dir(dir: &Path, extra_server: &str) {
+    std::fs::create_dir_all(dir.join("plugins")).unwrap();
+    for name in ["test", "other"] {
+        std::fs::copy(
+            artifact("test-guest-v1.wasm"),
+            dir.join(format!("plugins/{name}.wasm")),
+        )
+        .unwrap();
+    }
+    if !dir.join("ca.pem").exists() {
+        std::fs::write(dir.join("ca.pem"), "").unwrap();
+    }
+    std::fs::write(dir.join("apphost.toml"), config_text(extra_server)).unwrap();
+}
+
 /// A host running in this process.
 pub struct TestHost {
     pub host: apphost::Host,
@@ -86,19 +103,12 @@ pub struct TestHost {
 
 impl TestHost {
     pub async fn start() -> TestHost {
-        let dir = fresh_dir("host");
-        std::fs::create_dir_all(dir.join("plugins")).unwrap();
-        std::fs::copy(
-            artifact("test-guest-v1.wasm"),
-            dir.join("plugins/test.wasm"),
-        )
-        .unwrap();
-        std::fs::copy(
-            artifact("test-guest-v1.wasm"),
-            dir.join("plugins/other.wasm"),
-        )
-        .unwrap();
-        std::fs::write(dir.join("apphost.toml"), config_text("")).unwrap();
+        Self::start_with(fresh_dir("host"), "").await
+    }
+
+    /// Starts in `dir` (which may already hold `ca.pem`) with extra `[server]` lines.
+    pub async fn start_with(dir: PathBuf, extra_server: &str) -> TestHost {
+        prepare_dir(&dir, extra_server);
         let config = apphost::HostConfig::load(&dir.join("apphost.toml")).unwrap();
         let host = apphost::Host::start(config).await.expect("host starts");
         let base = format!("http://{}", host.http_addr);
