@@ -251,6 +251,45 @@ fn out_dtz(ms: i64, tz: &str) -> Value {
 }
 
 impl Fake {
+    /// What the calendar says right now: `OutOfOffice` (an `oof` event) or `InAMeeting` (a busy
+    /// or tentative timed event), cancelled events and occurrences ignored.
+    pub(crate) fn calendar_activity(&self, uid: &str, now: i64) -> Option<&'static str> {
+        let mut meeting = false;
+        for e in self.calendars.get(uid)? {
+            let mut hits: Vec<(i64, i64, Value)> = vec![];
+            if e.json["recurrence"].is_object() {
+                for (d, os, oe) in expand(e, now + 1) {
+                    let key = format!("{:04}-{:02}-{:02}", d.year(), d.month() as u8, d.day());
+                    match e.exceptions.get(&key) {
+                        Some(None) => {}
+                        Some(Some(p)) => {
+                            let ps = parse_dtz(&p["start"]).map_or(os, |x| x.0);
+                            let pe = parse_dtz(&p["end"]).map_or(oe, |x| x.0);
+                            let mut j = e.json.clone();
+                            if let Some(sa) = p.get("showAs") {
+                                j["showAs"] = sa.clone();
+                            }
+                            hits.push((ps, pe, j));
+                        }
+                        None => hits.push((os, oe, e.json.clone())),
+                    }
+                }
+            } else {
+                hits.push((e.start, e.end, e.json.clone()));
+            }
+            for (s, en, j) in hits {
+                if s <= now && now < en && j["isCancelled"] != true {
+                    match j["showAs"].as_str() {
+                        Some("oof") => return Some("OutOfOffice"),
+                        Some("busy") | Some("tentative") if j["isAllDay"] != true => meeting = true,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        meeting.then_some("InAMeeting")
+    }
+
     fn check_mailbox(
         &self,
         user: &str,
@@ -311,6 +350,7 @@ impl Fake {
             exceptions: HashMap::new(),
         });
         self.notify_mailbox(&uid, false, &id, "created", ev);
+        self.presence_changed(&uid);
         Ok(id)
     }
 

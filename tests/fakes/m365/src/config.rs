@@ -176,6 +176,8 @@ pub struct Config {
     pub pause_on_reauthorization_required: bool,
     /// Random extra delivery latency, 0..this many ms (seeded).
     pub delivery_jitter_ms: i64,
+    /// Ongoing calendar events drive presence (Busy/InAMeeting, OutOfOffice) like Teams does.
+    pub calendar_drives_presence: bool,
     /// Seed of the fake's randomness.
     pub seed: u64,
 }
@@ -227,6 +229,7 @@ impl Default for Config {
             reauthorization_lead_ms: 15 * 60_000,
             pause_on_reauthorization_required: false,
             delivery_jitter_ms: 0,
+            calendar_drives_presence: true,
             seed: 1,
         }
     }

@@ -162,6 +162,30 @@ pub fn aggregate(st: &PresenceState, now: i64, fade: i64) -> (String, String) {
 }
 
 impl Fake {
+    /// Teams derives "In a meeting" and "Out of office" from the calendar (graph.md 4.5, 5.2):
+    /// an ongoing busy/tentative event turns Available into Busy/InAMeeting (unless the user set a
+    /// preferred presence), an ongoing `oof` event sets the activity OutOfOffice.
+    fn calendar_overlay(
+        &self,
+        uid: &str,
+        agg: (String, String),
+        has_pref: bool,
+        now: i64,
+    ) -> (String, String) {
+        if !self.cfg.calendar_drives_presence || agg.0 == "Offline" {
+            return agg;
+        }
+        match self.calendar_activity(uid, now) {
+            Some("OutOfOffice") => (agg.0, "OutOfOffice".into()),
+            Some("InAMeeting")
+                if !has_pref && (agg.0 == "Available" || agg.0 == "AvailableIdle") =>
+            {
+                ("Busy".into(), "InAMeeting".into())
+            }
+            _ => agg,
+        }
+    }
+
     fn presence_state(&mut self, uid: &str) -> &mut PresenceState {
         self.presence
             .users
@@ -182,6 +206,9 @@ impl Fake {
             st.preferred = None;
         }
         let agg = aggregate(st, now, fade);
+        let has_pref = st.preferred.is_some();
+        let agg = self.calendar_overlay(uid, agg, has_pref, now);
+        let st = self.presence_state(uid);
         if agg != st.published {
             st.published = agg;
             self.presence.counter += 1;
@@ -194,7 +221,7 @@ impl Fake {
     pub(crate) fn presence_tick(&mut self) {
         let now = self.now();
         let fade = self.cfg.presence_idle_fade_ms;
-        let stale: Vec<String> = self
+        let mut stale: Vec<String> = self
             .presence
             .users
             .iter()
@@ -205,6 +232,20 @@ impl Fake {
             })
             .map(|(k, _)| k.clone())
             .collect();
+        // Meetings starting or ending change the shown presence too.
+        if self.cfg.calendar_drives_presence {
+            stale.extend(
+                self.calendars
+                    .keys()
+                    .filter(|u| {
+                        self.presence
+                            .users
+                            .get(*u)
+                            .is_some_and(|st| !st.sessions.is_empty())
+                    })
+                    .cloned(),
+            );
+        }
         for u in stale {
             self.presence_changed(&u);
         }

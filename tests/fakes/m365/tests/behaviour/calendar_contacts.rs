@@ -177,3 +177,40 @@ fn contacts_filter_rules_and_search() {
         5
     );
 }
+
+#[test]
+fn calendar_meeting_drives_teams_presence() {
+    let mut t = setup();
+    let a = t.alice.id.clone();
+    t.fake
+        .teams_client_presence(&a, None, "Available", "Available")
+        .unwrap();
+    let ev = |s: i64, e: i64, show: &str| json!({"subject": "x", "showAs": show, "start": {"dateTime": iso_z(s), "timeZone": "UTC"}, "end": {"dateTime": iso_z(e), "timeZone": "UTC"}});
+    t.fake
+        .add_event(
+            &a,
+            ev(TEST_EPOCH_MS + 60_000, TEST_EPOCH_MS + 1_860_000, "busy"),
+        )
+        .unwrap();
+    assert_eq!(t.fake.current_presence(&a).unwrap().1, "Available");
+    t.clock.advance(60_000);
+    t.fake.tick();
+    assert_eq!(
+        t.fake.current_presence(&a).unwrap(),
+        ("Busy".into(), "InAMeeting".into())
+    );
+    t.clock.advance(1_800_000);
+    t.fake.tick();
+    assert_eq!(
+        t.fake.current_presence(&a).unwrap(),
+        ("Available".into(), "Available".into())
+    );
+    let now = t.fake.now();
+    t.fake
+        .add_event(&a, ev(now, now + 86_400_000, "oof"))
+        .unwrap();
+    assert_eq!(t.fake.current_presence(&a).unwrap().1, "OutOfOffice");
+    // Free events do nothing; the switch turns the overlay off.
+    t.fake.config_mut().calendar_drives_presence = false;
+    assert_eq!(t.fake.current_presence(&a).unwrap().1, "Available");
+}

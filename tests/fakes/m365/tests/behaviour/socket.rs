@@ -378,3 +378,69 @@ impl SystemClockNow {
         SystemClock.now_ms()
     }
 }
+
+#[test]
+fn binary_starts_writes_ca_and_serves() {
+    let dir = std::env::temp_dir().join(format!("fake-m365-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fake-m365"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--control",
+            "127.0.0.1:0",
+            "--populate",
+            "100",
+            "--seed",
+            "5",
+            "--ca-out",
+        ])
+        .arg(&ca)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let info: Value = serde_json::from_str(&line).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cfg = client(&std::fs::read_to_string(&ca).unwrap());
+        let t = control(
+            &cfg,
+            info["controlUrl"].as_str().unwrap(),
+            "GET",
+            "/control/tenant",
+            json!(null),
+        )
+        .await;
+        assert_eq!(t["users"], 100);
+        let (s, b) = call(
+            &cfg,
+            "GET",
+            &format!(
+                "{}/common/discovery/v2.0/keys",
+                info["url"].as_str().unwrap()
+            ),
+            &[],
+            vec![],
+        )
+        .await;
+        assert_eq!(s, 200);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&b).unwrap()["keys"][0]["kty"],
+            "RSA"
+        );
+    });
+    child.kill().unwrap();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
