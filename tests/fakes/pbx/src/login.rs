@@ -64,6 +64,9 @@ pub struct ObjectLogin<'a> {
     pub unlicensed: bool,
     /// `info.testmode`.
     pub testmode: bool,
+    /// Optional different `info` key order (keys not listed keep PBX order at the end): catches
+    /// services that rebuild `info` in a fixed order instead of hashing it as received.
+    pub info_order: &'a [String],
 }
 
 /// Object login as the PBX sends it: key order `mt,sip,guid,dn,digest,domain,app,info` (as in
@@ -97,6 +100,15 @@ pub fn object_login(l: &ObjectLogin<'_>, challenge: &str, password: &str) -> Bui
         .map(|(k, v)| (*k, serde_json::to_string(v).expect("value")))
         .collect();
     raw.push(("apps", format!("[{}]", apps.join(","))));
+    if !l.info_order.is_empty() {
+        let rank = |k: &str| {
+            l.info_order
+                .iter()
+                .position(|o| o == k)
+                .unwrap_or(usize::MAX)
+        };
+        raw.sort_by_key(|(k, _)| rank(k));
+    }
     let info = ordered_object_raw(&raw);
     let app = o.app_name();
     let digest = login_digest(
@@ -232,6 +244,7 @@ mod tests {
                 obj: &obj,
                 unlicensed: true,
                 testmode: false,
+                info_order: &[],
             },
             "16d7dbbcccb63612",
             "go",
@@ -279,6 +292,7 @@ mod tests {
                 obj: &obj,
                 unlicensed: true,
                 testmode: true,
+                info_order: &[],
             },
             "1234",
             "pw",
@@ -302,6 +316,40 @@ mod tests {
         );
         assert_ne!(d2, l.digest);
         assert_eq!(obj.app_name(), "innovaphone-microsoft365");
+        // Alternative key order: different text, still a valid digest over the text as sent.
+        let order: Vec<String> = ["pbx", "cn", "appurl"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let l2 = object_login(
+            &ObjectLogin {
+                domain: "example.com",
+                pbx: "master",
+                obj: &obj,
+                unlicensed: false,
+                testmode: false,
+                info_order: &order,
+            },
+            "1234",
+            "pw",
+        );
+        assert!(
+            l2.info
+                .starts_with(r#"{"pbx":"master","cn":"Connector für Teams","appurl":"#)
+        );
+        let d3 = login_digest(
+            &DigestInput {
+                app: "innovaphone-microsoft365",
+                domain: "example.com",
+                sip: "go-search",
+                guid: &obj.guid,
+                dn: &obj.dn,
+                info: Some(&l2.info),
+            },
+            "1234",
+            "pw",
+        );
+        assert_eq!(d3, l2.digest);
     }
 
     #[test]

@@ -763,6 +763,7 @@ impl Pbx {
                 obj: &node.cfg.app,
                 unlicensed: self.switches.object_login_unlicensed,
                 testmode: self.switches.testmode,
+                info_order: &self.switches.info_key_order,
             },
             &used,
             &password,

@@ -100,6 +100,9 @@ pub struct Switches {
     /// Apps to ask about with an unsolicited `AppInfo` right after `PbxInfo` (item 7; the real
     /// moment is [UNKNOWN]). Default empty.
     pub app_info_after_login: Vec<String>,
+    /// Alternative `info` key order for object logins (empty = real PBX order
+    /// `appobj, appdn, appurl, pbx, cn, unlicensed?, testmode?, lics?, apps`).
+    pub info_key_order: Vec<String>,
 }
 
 impl Default for Switches {
@@ -123,6 +126,7 @@ impl Default for Switches {
             log_outgoing: true,
             login_timeout_ms: 20_000,
             app_info_after_login: vec![],
+            info_key_order: vec![],
         }
     }
 }

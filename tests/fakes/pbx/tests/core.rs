@@ -1132,3 +1132,24 @@ fn deleted_user_monitor_goes_down() {
         && m["up"] == false
         && m["src"] == "ga"));
 }
+
+#[test]
+fn alternative_info_key_order_still_verifies_over_raw_text() {
+    let (mut p, _) = pbx();
+    p.switches.info_key_order = vec!["apps".into(), "pbx".into()];
+    p.tick();
+    p.drain();
+    p.on_connected(1);
+    p.drain();
+    p.on_frame(1, r#"{"mt":"AppChallengeResult","challenge":"k"}"#);
+    let out = p.drain();
+    let Output::Send { text, .. } = &out[0] else {
+        panic!()
+    };
+    assert!(
+        fake_pbx::digest::raw_field(text, "info")
+            .unwrap()
+            .starts_with(r#"{"apps":[],"pbx":"master","appobj""#)
+    );
+    assert!(verify_login(text, "k", PASSWORD));
+}
