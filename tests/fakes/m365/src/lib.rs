@@ -15,6 +15,30 @@
 //! the core over HTTPS (rustls + hyper 1) with a generated test CA, performs the outbound POSTs
 //! with a real client, and serves the control API ([`Fake::control`]) on a second loopback port.
 //!
+//! # Starting it
+//! In-process, sans-IO (unit tests, simulation):
+//! ```no_run
+//! use std::sync::Arc;
+//! use fake_m365::{AppReg, Config, Fake, ManualClock, Request, UserSpec};
+//! let clock = ManualClock::new(fake_m365::clock::TEST_EPOCH_MS);
+//! let mut fake = Fake::new(Config::default(), Arc::new(clock.clone()));
+//! fake.add_app(AppReg { client_id: "app".into(), public_client: true, ..Default::default() });
+//! fake.add_user(UserSpec { display_name: "PBX Service".into(), password: Some("p&ss".into()), ..Default::default() });
+//! fake.populate(10_000, 42);
+//! let tok = fake.issue_token("app", Some("pbx.service@contoso.onmicrosoft.com"), &["Presence.Read.All"]);
+//! let r = fake.handle(Request::new("GET", "/v1.0/users?$top=5").bearer(&tok)).unwrap_response();
+//! assert_eq!(r.status, 403); // the token lacks User.Read.All
+//! clock.advance(60_000);
+//! for effect in fake.take_effects() { /* POST it, then fake.outbound_result(effect.id, ...) */ }
+//! ```
+//! Over sockets in-process: `fake_m365::server::start(fake, ServerOptions::default()).await`
+//! returns the HTTPS base URL (login and Graph paths on one listener), the control URL and the
+//! CA PEM. As a binary: `fake-m365 --listen 127.0.0.1:8443 --control 127.0.0.1:8444
+//! --ca-out fake-m365-ca.pem [--trust-ca connector-ca.pem] [--populate 10000 --seed 1]
+//! [--cloud global|usgovl4|usgovl5|china] [--allow-http-loopback] [--config switches.json]`; it
+//! prints one JSON line `{"url","controlUrl","caFile","tenantId"}` when ready. Notification
+//! POSTs trust the fake's own CA plus every `--trust-ca` file.
+//!
 //! # Switches and their defaults (where the spec is unsure)
 //! All in [`Config`]; change them in-process or with `PATCH /control/config`.
 //! - getPresencesByUserId with unknown/non-Teams ids: `PresenceUnknown` entries

@@ -262,17 +262,27 @@ pub async fn start(mut fake: Fake, opts: ServerOptions) -> Result<RunningServer>
                         let (fake, waiters, wake) = (fake.clone(), waiters.clone(), wake.clone());
                         async move {
                             let r = to_request(req).await;
-                            let handled = fake.lock().expect("lock").handle(r);
-                            wake.notify_one();
-                            let resp = match handled {
-                                Handled::Response(r) => r,
-                                Handled::Pending(t) => {
+                            // Register the waiter while still holding the core: its answer can
+                            // only be produced under the same lock, so it cannot be missed.
+                            let (handled, rx) = {
+                                let mut f = fake.lock().expect("lock");
+                                let h = f.handle(r);
+                                let rx = if let Handled::Pending(t) = &h {
                                     let (tx, rx) = oneshot::channel();
-                                    waiters.lock().expect("lock").insert(t, tx);
-                                    wake.notify_one();
+                                    waiters.lock().expect("lock").insert(*t, tx);
+                                    Some(rx)
+                                } else {
+                                    None
+                                };
+                                (h, rx)
+                            };
+                            wake.notify_one();
+                            let resp = match (handled, rx) {
+                                (Handled::Response(r), _) => r,
+                                (Handled::Pending(_), Some(rx)) => {
                                     rx.await.unwrap_or_else(|_| Response::empty(500))
                                 }
-                                Handled::Hang => std::future::pending().await,
+                                _ => std::future::pending().await,
                             };
                             Ok::<_, std::convert::Infallible>(resp_to_hyper(resp))
                         }
