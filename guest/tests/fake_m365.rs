@@ -36,7 +36,7 @@ impl World {
             delegated: vec!["Presence.Read.All".into(), "User.Read.All".into()],
             ..Default::default()
         });
-        let mut spec = |name: &str, password: &str, mfa: bool| UserSpec {
+        let spec = |name: &str, password: &str, mfa: bool| UserSpec {
             display_name: name.into(),
             user_principal_name: Some(format!("{name}@contoso.onmicrosoft.com")),
             mail: None,
