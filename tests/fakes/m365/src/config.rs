@@ -178,6 +178,8 @@ pub struct Config {
     pub delivery_jitter_ms: i64,
     /// Ongoing calendar events drive presence (Busy/InAMeeting, OutOfOffice) like Teams does.
     pub calendar_drives_presence: bool,
+    /// New users stay invisible to `/users` listings for this long (replication delay, 2.1).
+    pub directory_replication_delay_ms: i64,
     /// Seed of the fake's randomness.
     pub seed: u64,
 }
@@ -230,6 +232,7 @@ impl Default for Config {
             pause_on_reauthorization_required: false,
             delivery_jitter_ms: 0,
             calendar_drives_presence: true,
+            directory_replication_delay_ms: 0,
             seed: 1,
         }
     }

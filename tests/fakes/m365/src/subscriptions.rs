@@ -937,6 +937,28 @@ impl Fake {
         );
     }
 
+    pub(crate) fn notify_user(&mut self, uid: &str, change: &str) {
+        let subs: Vec<String> = self
+            .subs
+            .subs
+            .values()
+            .filter(|s| {
+                s.kind == SubKind::Users && s.change_type.split(',').any(|c| c.trim() == change)
+            })
+            .map(|s| s.id.clone())
+            .collect();
+        if subs.is_empty() {
+            return;
+        }
+        let res = format!("Users/{uid}");
+        let rd = json!({"@odata.type": "#Microsoft.Graph.User", "@odata.id": res, "id": uid, "organizationId": self.tenant_id});
+        let full = self
+            .user(uid)
+            .map(|u| u.to_json(None))
+            .unwrap_or(json!({ "id": uid }));
+        self.notify(subs, change, res, rd, full);
+    }
+
     pub(crate) fn notify_mailbox(
         &mut self,
         uid: &str,

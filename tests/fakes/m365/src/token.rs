@@ -380,7 +380,8 @@ impl Fake {
                 if let Some(code) = self.tokens.aadsts_user.get(&user.id).copied() {
                     return self.aad_error(code, None, "");
                 }
-                if user.password != password {
+                // Leading/trailing whitespace in passwords is unsupported by ROPC (1.2).
+                if user.password != password || password.trim() != password {
                     return self.aad_error(50126, None, "");
                 }
                 if !user.account_enabled {

@@ -21,6 +21,8 @@ pub struct UserEntry {
     pub seq: u64,
     /// Change sequence per property.
     pub prop_seq: BTreeMap<String, u64>,
+    /// Creation time (ms), for the replication-delay switch.
+    pub created_ms: i64,
 }
 
 /// The directory.
@@ -43,7 +45,7 @@ impl Directory {
                 .and_then(|id| self.by_id.get(id))
         })
     }
-    fn insert(&mut self, u: User) {
+    fn insert(&mut self, u: User, now: i64) {
         self.seq += 1;
         let props = u
             .full_json()
@@ -59,6 +61,7 @@ impl Directory {
                 user: u,
                 seq: self.seq,
                 prop_seq: props,
+                created_ms: now,
             },
         );
     }
@@ -128,13 +131,15 @@ impl Fake {
     /// Create a user.
     pub fn add_user(&mut self, spec: UserSpec) -> User {
         let u = user_from_spec(spec, &self.domain.clone(), &mut self.rng);
-        self.users.insert(u.clone());
+        let now = self.now();
+        self.users.insert(u.clone(), now);
         u
     }
 
     /// Insert a fully specified user.
     pub fn insert_user(&mut self, u: User) {
-        self.users.insert(u);
+        let now = self.now();
+        self.users.insert(u, now);
     }
 
     /// Populate `count` realistic users deterministically from `seed` (fast: 10,000 in well under
@@ -146,7 +151,7 @@ impl Fake {
                     u.user_principal_name
                         .replacen('@', &format!(".{}@", &u.id[..8]), 1);
             }
-            self.users.insert(u);
+            self.users.insert(u, 0);
         }
         self.users.len()
     }
@@ -181,7 +186,8 @@ impl Fake {
         }
         e.seq = seq;
         e.user = u;
-        self.users.by_id.insert(uid, e);
+        self.users.by_id.insert(uid.clone(), e);
+        self.notify_user(&uid, "updated");
         true
     }
 
@@ -199,7 +205,8 @@ impl Fake {
         let reason = if permanent { "deleted" } else { "changed" };
         self.users
             .tombstones
-            .insert(uid, (reason.into(), self.users.seq));
+            .insert(uid.clone(), (reason.into(), self.users.seq));
+        self.notify_user(&uid, "deleted");
         true
     }
 
@@ -336,11 +343,17 @@ impl Fake {
                 as usize,
             None => 0,
         };
+        let now = self.now();
+        let delay = self.cfg.directory_replication_delay_ms;
         let mut matched: Vec<&UserEntry> = self
             .users
             .by_id
             .values()
             .filter(|e| {
+                // Directory replication delay: new users are missing for a while (switch).
+                if now - e.created_ms < delay {
+                    return false;
+                }
                 let full = Value::Object(e.user.full_json());
                 filter.as_ref().is_none_or(|f| eval(f, &full))
                     && search

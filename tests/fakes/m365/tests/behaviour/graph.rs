@@ -306,3 +306,53 @@ fn users_delta_gone_and_expired_tokens() {
     assert_eq!(r.status, 400);
     assert_eq!(r.body_json()["error"]["code"], "syncStateNotFound");
 }
+
+#[test]
+fn users_subscription_and_replication_delay() {
+    let mut t = setup();
+    let tok = t.app_token();
+    let body = json!({"changeType": "updated,deleted", "notificationUrl": "https://connector.example/users", "resource": "users",
+                      "expirationDateTime": fake_m365::clock::iso_z(t.fake.now() + 86_400_000), "clientState": "u"});
+    assert_eq!(t.subscribe(&tok, body).status, 201);
+    let a = t.alice.id.clone();
+    t.fake
+        .update_user(&a, &json!({"displayName": "Adele Renamed"}));
+    t.fake.delete_user(&t.bob.id.clone(), false);
+    let sent = t.answer_all(echo_validation);
+    let b: serde_json::Value = serde_json::from_slice(&sent[0].body).unwrap();
+    let changes: Vec<(&str, &str)> = b["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["changeType"].as_str().unwrap(),
+                v["resource"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            ("updated", format!("Users/{a}").as_str()),
+            ("deleted", format!("Users/{}", t.bob.id).as_str())
+        ]
+    );
+    // Replication delay switch: a new user is missing from listings for a while.
+    t.fake.config_mut().directory_replication_delay_ms = 60_000;
+    t.fake.add_user(UserSpec {
+        display_name: "Late Replica".into(),
+        ..Default::default()
+    });
+    let names = |t: &mut T, tok: &str| {
+        t.get(tok, "/users?$top=999").body_json()["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["displayName"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(!names(&mut t, &tok).contains(&"Late Replica".to_string()));
+    t.clock.advance(60_000);
+    assert!(names(&mut t, &tok).contains(&"Late Replica".to_string()));
+}

@@ -419,3 +419,23 @@ fn device_code_expires_and_declines() {
     ]);
     assert_eq!(r.body_json()["error"], "bad_verification_code");
 }
+
+#[test]
+fn password_with_outer_whitespace_fails() {
+    let mut t = setup();
+    let app = t.app.clone();
+    t.fake.add_user(fake_m365::UserSpec {
+        display_name: "Spacey".into(),
+        user_principal_name: Some("spacey@contoso.com".into()),
+        password: Some(" pass word ".into()),
+        ..Default::default()
+    });
+    let r = t.token(&[
+        ("client_id", &app),
+        ("grant_type", "password"),
+        ("username", "spacey@contoso.com"),
+        ("password", " pass word "),
+        ("scope", "Presence.Read.All"),
+    ]);
+    assert_eq!(aad_code(&r), 50126);
+}
