@@ -27,7 +27,7 @@
 //! A closed socket is reported with [`Pbx::on_closed`]; the node then redials after a backoff.
 //!
 //! # In-process with real sockets
-//! [`dialer::Handle::start`] runs the core on the current tokio runtime and dials the App URL;
+//! [`setup::spawn`] does everything the binary does in one call. [`dialer::Handle::start`] runs the core on the current tokio runtime and dials the App URL;
 //! [`control::serve`] adds the HTTP control API; [`dialer::Handle::open_session`] runs a myApps
 //! user session ([`Pbx::user_session`] builds its login).
 //!
@@ -51,6 +51,7 @@ pub mod login;
 pub mod pbx;
 pub mod presence;
 pub mod replication;
+pub mod setup;
 pub mod switches;
 pub mod users;
 
