@@ -158,6 +158,14 @@ pub struct Config {
     pub subscription_writes_per_20s: u32,
     /// Any subscription requests per app per tenant per 20 s (5,000).
     pub subscription_any_per_20s: u32,
+    /// Subscription writes per tenant (all apps) per 20 s (2,000).
+    pub subscription_tenant_writes_per_20s: u32,
+    /// Any subscription requests per tenant (all apps) per 20 s (10,000).
+    pub subscription_tenant_any_per_20s: u32,
+    /// Outlook requests per app per mailbox per 10 min (10,000).
+    pub outlook_limit_per_10min: u32,
+    /// Requests per app per 10 s, all endpoints (130,000).
+    pub global_limit_per_10s: u32,
     /// Reproduce the real 429 on GET /subscriptions with `Retry-After: 5` (item 27).
     pub throttle_subscription_list: bool,
     /// Max page size for /users (999).
@@ -223,6 +231,10 @@ impl Default for Config {
             presence_limit_per_30s: 1_500,
             subscription_writes_per_20s: 1_000,
             subscription_any_per_20s: 5_000,
+            subscription_tenant_writes_per_20s: 2_000,
+            subscription_tenant_any_per_20s: 10_000,
+            outlook_limit_per_10min: 10_000,
+            global_limit_per_10s: 130_000,
             throttle_subscription_list: false,
             users_max_top: 999,
             users_default_top: 100,

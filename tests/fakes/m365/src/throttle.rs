@@ -19,32 +19,65 @@ impl Fake {
     ) -> Result<(), GraphErr> {
         let now = self.now();
         let lower = path.to_ascii_lowercase();
-        let mut cats: Vec<(&'static str, u32, i64)> = vec![];
+        // (window key, category, limit, window ms); the key is the app unless the budget is
+        // per tenant (all apps) or per mailbox.
+        let app = caller.app_id.clone();
+        let mut cats: Vec<(String, &'static str, u32, i64)> =
+            vec![(app.clone(), "global", self.cfg.global_limit_per_10s, 10_000)];
         if lower.contains("/presence") || lower.contains("getpresencesbyuserid") {
-            cats.push(("presence", self.cfg.presence_limit_per_30s, 30_000));
+            cats.push((
+                app.clone(),
+                "presence",
+                self.cfg.presence_limit_per_30s,
+                30_000,
+            ));
         }
         if lower.starts_with("/subscriptions") {
+            let c = &self.cfg;
             cats.push((
+                app.clone(),
                 "subscriptions-any",
-                self.cfg.subscription_any_per_20s,
+                c.subscription_any_per_20s,
+                20_000,
+            ));
+            cats.push((
+                "*tenant*".into(),
+                "subscriptions-tenant-any",
+                c.subscription_tenant_any_per_20s,
                 20_000,
             ));
             if method != "GET" {
                 cats.push((
+                    app.clone(),
                     "subscriptions-write",
-                    self.cfg.subscription_writes_per_20s,
+                    c.subscription_writes_per_20s,
+                    20_000,
+                ));
+                cats.push((
+                    "*tenant*".into(),
+                    "subscriptions-tenant-write",
+                    c.subscription_tenant_writes_per_20s,
                     20_000,
                 ));
             }
         }
+        // Outlook: per app per mailbox.
+        let segs: Vec<&str> = lower.trim_start_matches('/').split('/').collect();
+        if segs.len() >= 3
+            && segs[0] == "users"
+            && ["events", "calendarview", "contacts", "contactfolders"].contains(&segs[2])
+        {
+            cats.push((
+                format!("{app}|{}", segs[1]),
+                "outlook",
+                self.cfg.outlook_limit_per_10min,
+                600_000,
+            ));
+        }
         let mut retry_after: Option<i64> = None;
         let mut which = "";
-        for (cat, limit, win) in cats {
-            let q = self
-                .throttle
-                .windows
-                .entry((caller.app_id.clone(), cat))
-                .or_default();
+        for (key, cat, limit, win) in cats {
+            let q = self.throttle.windows.entry((key, cat)).or_default();
             while q.front().is_some_and(|t| now - t >= win) {
                 q.pop_front();
             }

@@ -154,3 +154,41 @@ fn batch_depends_on_424_and_inner_429() {
             .any(|o| o.iter().enumerate().any(|(i, id)| *id != i.to_string()))
     );
 }
+
+#[test]
+fn outlook_and_tenant_budgets_throttle() {
+    let mut cfg = Config::default();
+    cfg.outlook_limit_per_10min = 2;
+    cfg.subscription_tenant_writes_per_20s = 2;
+    let mut t = setup_with(cfg);
+    let tok = t.app_token();
+    let (a, b) = (t.alice.id.clone(), t.bob.id.clone());
+    assert_eq!(t.get(&tok, &format!("/users/{a}/contacts")).status, 200);
+    assert_eq!(t.get(&tok, &format!("/users/{a}/events")).status, 200);
+    assert_eq!(t.get(&tok, &format!("/users/{a}/contacts")).status, 429);
+    assert_eq!(
+        t.get(&tok, &format!("/users/{b}/contacts")).status,
+        200,
+        "per mailbox"
+    );
+    // Subscription writes are also limited per tenant across apps.
+    let svc = t.svc_token();
+    assert_eq!(
+        t.send(&tok, "DELETE", "/subscriptions/x", json!(null))
+            .unwrap_response()
+            .status,
+        404
+    );
+    assert_eq!(
+        t.send(&svc, "DELETE", "/subscriptions/x", json!(null))
+            .unwrap_response()
+            .status,
+        404
+    );
+    assert_eq!(
+        t.send(&svc, "DELETE", "/subscriptions/x", json!(null))
+            .unwrap_response()
+            .status,
+        429
+    );
+}
