@@ -18,13 +18,21 @@ fn artifact(name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/artifacts")
         .join(name);
-    assert!(p.exists(), "{} missing: run `make test-guests`", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run `make test-guests`",
+        p.display()
+    );
     p
 }
 
 fn prepare(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir.join("plugins")).unwrap();
-    std::fs::copy(artifact("test-guest-v1.wasm"), dir.join("plugins/test.wasm")).unwrap();
+    std::fs::copy(
+        artifact("test-guest-v1.wasm"),
+        dir.join("plugins/test.wasm"),
+    )
+    .unwrap();
     let config = r#"
 plugins_dir = "plugins"
 [server]
@@ -84,9 +92,9 @@ async fn plain_hyper() -> std::net::SocketAddr {
             let (tcp, _) = listener.accept().await.unwrap();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                        Bytes::from("test-guest v1"),
-                    )))
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(
+                        "test-guest v1",
+                    ))))
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
@@ -101,8 +109,7 @@ async fn plain_hyper() -> std::net::SocketAddr {
 async fn main() {
     let root = std::env::temp_dir().join(format!("apphost-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
-    let client: HttpClient =
-        Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let client: HttpClient = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
 
     // 1. First start compiles; the second start (fresh data dir, same cache) loads the artifact.
     let first_dir = root.join("first");
@@ -111,7 +118,10 @@ async fn main() {
     let first = apphost::Host::start(config).await.unwrap();
     let url = format!("http://{}/bench/t/hello", first.http_addr);
     assert_eq!(get(&client, &url).await.0, 200);
-    println!("start with compile, to first answer:    {:?}", started.elapsed());
+    println!(
+        "start with compile, to first answer:    {:?}",
+        started.elapsed()
+    );
 
     let cached_dir = root.join("cached");
     let config_path = prepare(&cached_dir);
@@ -124,7 +134,10 @@ async fn main() {
     let host = apphost::Host::start(config).await.unwrap();
     let url = format!("http://{}/bench/t/hello", host.http_addr);
     assert_eq!(get(&client, &url).await.0, 200);
-    println!("start with cached artifact, to first answer: {:?}", started.elapsed());
+    println!(
+        "start with cached artifact, to first answer: {:?}",
+        started.elapsed()
+    );
 
     // 2. Per-request cost: the guest path versus a plain hyper handler.
     let (guest_latency, guest_rps) = load(&client, &url, 4000, 16).await;

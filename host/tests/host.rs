@@ -296,6 +296,17 @@ async fn hot_swap_under_load_loses_nothing() {
     ws.send(Message::text("before")).await.unwrap();
     assert_eq!(next_text(&mut ws).await, "test-guest v1: before");
 
+    // Work in flight across the swap: a timer and an outgoing request to a slow upstream.
+    let slow = slow_upstream(Duration::from_millis(3000)).await;
+    let pending_timer = tokio::spawn({
+        let url = h.t("/timer?ms=3000");
+        async move { get(&url).await }
+    });
+    let pending_fetch = tokio::spawn({
+        let url = h.t(&format!("/fetch?url=http://{slow}/"));
+        async move { get(&url).await }
+    });
+
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicUsize::new(0));
     let mut clients = Vec::new();
@@ -329,6 +340,10 @@ async fn hot_swap_under_load_loses_nothing() {
         async move { get(&url).await.1 == "test-guest v2" }
     })
     .await;
+    assert!(
+        !pending_timer.is_finished() && !pending_fetch.is_finished(),
+        "the swap must happen while the timer and the request are still pending"
+    );
     let after = sent.load(Ordering::Relaxed);
     eventually("more requests after the swap", || {
         let n = sent.load(Ordering::Relaxed);
@@ -349,6 +364,15 @@ async fn hot_swap_under_load_loses_nothing() {
         total,
         sent.load(Ordering::Relaxed),
         "every request answered"
+    );
+    // The timer and the outgoing request started under v1 completed into v2.
+    assert_eq!(
+        pending_timer.await.unwrap(),
+        (200, "timer fired after 3000 ms".into())
+    );
+    assert_eq!(
+        pending_fetch.await.unwrap(),
+        (200, "fetched 200 slow-upstream".into())
     );
     // The WebSocket survived and now talks to v2; v2 got the snapshot and the open socket.
     ws.send(Message::text("after")).await.unwrap();
@@ -374,4 +398,27 @@ async fn hot_swap_under_load_loses_nothing() {
     let (status, text) = post(&control, Vec::new()).await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(get(&h.t("/hello")).await.1, "test-guest v1");
+}
+
+/// An upstream that answers `slow-upstream` after `delay`.
+async fn slow_upstream(delay: Duration) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_req| async move {
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from("slow-upstream")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    addr
 }

@@ -2,7 +2,6 @@
 //! over real HTTP and WebSocket connections. Also the seed of a host-conformance suite.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 wit_bindgen::generate!({ path: "../../wit", world: "connector" });
 
@@ -20,15 +19,10 @@ const VERSION: &str = "test-guest v1";
 #[cfg(feature = "v2")]
 const VERSION: &str = "test-guest v2";
 
-/// What a later event needs in order to answer an inbound request.
+/// In-memory state of this guest instance. Which inbound request waits for which timer,
+/// outgoing request or dial lives in KV instead (`wait/<id>`), so it survives swaps and restarts.
 #[derive(Default)]
 struct State {
-    /// outgoing request id -> inbound request waiting for its outcome
-    fetches: HashMap<u64, u64>,
-    /// timer id -> inbound request waiting for it
-    timers: HashMap<u64, u64>,
-    /// outgoing WebSocket id -> inbound request waiting for open/closed
-    dials: HashMap<u64, u64>,
     /// events handled by this instance (handed over through `snapshot`)
     handled: u64,
     /// how this instance was initialised, for `/init`
@@ -88,7 +82,7 @@ fn handle_one(event: Event) -> Result<(), String> {
         }
         Event::HttpRequest((id, req)) => on_request(id, req),
         Event::HttpResponse((request, outcome)) => {
-            let Some(inbound) = STATE.with(|s| s.borrow_mut().fetches.remove(&request)) else {
+            let Some(inbound) = take_waiter(request) else {
                 return Ok(());
             };
             let text = match outcome {
@@ -104,7 +98,7 @@ fn handle_one(event: Event) -> Result<(), String> {
         }
         Event::WsOpen(open) => {
             if let WsDirection::Outbound = open.direction {
-                if let Some(inbound) = STATE.with(|s| s.borrow_mut().dials.remove(&open.id)) {
+                if let Some(inbound) = take_waiter(open.id) {
                     reply(inbound, 200, format!("open {}", open.id));
                 }
                 websocket::send(open.id, &WsFrame::Text(format!("hello from {VERSION}")));
@@ -127,7 +121,7 @@ fn handle_one(event: Event) -> Result<(), String> {
             Ok(())
         }
         Event::WsClosed(closed) => {
-            if let Some(inbound) = STATE.with(|s| s.borrow_mut().dials.remove(&closed.id)) {
+            if let Some(inbound) = take_waiter(closed.id) {
                 reply(
                     inbound,
                     200,
@@ -137,7 +131,7 @@ fn handle_one(event: Event) -> Result<(), String> {
             Ok(())
         }
         Event::Timer((timer, tag)) => {
-            if let Some(inbound) = STATE.with(|s| s.borrow_mut().timers.remove(&timer)) {
+            if let Some(inbound) = take_waiter(timer) {
                 reply(inbound, 200, format!("timer fired {tag}"));
             }
             Ok(())
@@ -246,12 +240,12 @@ fn on_request(id: u64, req: InboundRequest) -> Result<(), String> {
                 body: Vec::new(),
                 timeout_ms: q("timeout").and_then(|t| t.parse().ok()).unwrap_or(5000),
             });
-            STATE.with(|s| s.borrow_mut().fetches.insert(request, id));
+            wait_for(request, id);
         }
         "/timer" => {
             let ms = q("ms").and_then(|m| m.parse().ok()).unwrap_or(10);
             let timer = timers::set(ms, &format!("after {ms} ms"));
-            STATE.with(|s| s.borrow_mut().timers.insert(timer, id));
+            wait_for(timer, id);
         }
         "/timer-cancelled" => {
             let timer = timers::set(1, "cancelled");
@@ -260,7 +254,7 @@ fn on_request(id: u64, req: InboundRequest) -> Result<(), String> {
         }
         "/ws-connect" => {
             let ws = websocket::connect(&q("url").unwrap_or_default(), &[]);
-            STATE.with(|s| s.borrow_mut().dials.insert(ws, id));
+            wait_for(ws, id);
         }
         "/config" => {
             let mut text = String::new();
@@ -373,6 +367,19 @@ fn keys_route(id: u64, route: &str, req: &InboundRequest) -> Result<(), String> 
         _ => reply(id, 404, format!("no key route {route}")),
     }
     Ok(())
+}
+
+/// Remembers that inbound request `inbound` waits for the outcome of `what`.
+fn wait_for(what: u64, inbound: u64) {
+    kv::set(&format!("wait/{what}"), inbound.to_string().as_bytes());
+}
+
+/// The inbound request waiting for `what`, if any (forgotten once taken).
+fn take_waiter(what: u64) -> Option<u64> {
+    let key = format!("wait/{what}");
+    let inbound = kv::get(&key)?;
+    kv::delete(&key);
+    String::from_utf8(inbound).ok()?.parse().ok()
 }
 
 fn reply(id: u64, status: u16, text: String) {
