@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 /// - `POST /nodes/{name}/kill|restore|close-mid-message`, `POST /nodes/{name}/frame {text}`,
 ///   `POST /nodes/{name}/login-fault {fault}`, `POST /nodes/{name}/app-info {app}`,
 ///   `GET /app-info-results`, `POST /db/reset-guid`, `POST /storm {changes}` (presence burst)
-/// - `POST /sessions {guid,kind:user|admin|api,url}` → `{id}`; `GET /sessions/{id}`;
+/// - `POST /sessions {guid (or h323),kind:user|admin|api,url?,search_api?}` → `{id}`; `GET /sessions/{id}`;
 ///   `POST /sessions/{id}/search {src,search,type?}`; `POST /sessions/{id}/config/items|read {src}`;
 ///   `POST /sessions/{id}/config/write {src,items:{},passwords:{name:plain}}`;
 ///   `POST /sessions/{id}/send {text}`; `DELETE /sessions/{id}`
@@ -306,7 +306,15 @@ fn route(
         }
         ["sessions"] if post => {
             let kind: AppKind = serde_json::from_value(body["kind"].clone())?;
-            let g = s(&body, "guid");
+            let mut g = s(&body, "guid");
+            if let Some(x) = h.with(|x| {
+                x.user(&g)
+                    .is_none()
+                    .then(|| x.find_user_by_sip(&g))
+                    .flatten()
+            }) {
+                g = x;
+            }
             let Some(mut cfg) = h.with(|x| x.user_session(&g, kind)) else {
                 return Ok(None);
             };

@@ -473,3 +473,51 @@ async fn binary_cli_dials_and_serves_control_api() {
     assert_eq!(st.as_array().unwrap().len(), 2);
     child.kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_api_user_session_search_round_trip() {
+    let mut u = user("aa", "alice", "master");
+    u.lics = vec!["App(innovaphone-microsoft365)".into()];
+    let mut n = node("master", "11111111111111111111111111111111");
+    n.dial_url = Some("ws://127.0.0.1:1/closed".into());
+    let (h, l) = start(vec![n], vec![u]).await;
+    let port = l.local_addr().unwrap().port();
+    let addr = fake_pbx::control::serve(h.clone(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let url = format!("ws://127.0.0.1:{port}/example.com/m365/innovaphone-microsoft365api");
+    let r = http(
+        addr,
+        "POST",
+        "/sessions",
+        json!({"guid":"alice","kind":"api","url":url}),
+    )
+    .await;
+    let id = r["id"].as_u64().unwrap();
+    let mut svc = accept(&l).await;
+    svc.recv().await.unwrap();
+    svc.send(json!({"mt":"AppChallengeResult","challenge":"h1"}))
+        .await;
+    let (text, m) = svc.recv().await.unwrap();
+    assert!(verify_login(&text, "h1", PASSWORD));
+    // Licence assigned but no pool installed: unlicensed.
+    assert_eq!(m["info"]["unlicensed"], true);
+    svc.send(json!({"mt":"AppLoginResult","ok":true})).await;
+    wait_for(&h, |_| h.session_json(id).unwrap()["state"] == "logged-in").await;
+    http(
+        addr,
+        "POST",
+        &format!("/sessions/{id}/search"),
+        json!({"src":"q1","search":"Doe"}),
+    )
+    .await;
+    let (_, q) = svc.recv().await.unwrap();
+    assert_eq!(q["src"], "q1");
+    svc.send(json!({"mt":"SearchResult","src":"q1"})).await;
+    wait_for(&h, |_| {
+        h.session_json(id).unwrap()["searches"]["q1"]["done"] == true
+    })
+    .await;
+    let s = http(addr, "GET", &format!("/sessions/{id}"), json!(null)).await;
+    assert_eq!(s["violations"], json!([]));
+}
