@@ -244,6 +244,7 @@ pub struct Fake {
     pub(crate) inflight: HashMap<u64, Inflight>,
     pub(crate) completed: Vec<(u64, Response)>,
     pub(crate) next_id: u64,
+    pending_log: HashMap<u64, usize>,
 }
 
 impl Fake {
@@ -276,6 +277,7 @@ impl Fake {
             inflight: HashMap::new(),
             completed: vec![],
             next_id: 1,
+            pending_log: HashMap::new(),
         }
     }
 
@@ -364,8 +366,12 @@ impl Fake {
             status: 0,
         });
         let out = self.route(&req);
-        if let Handled::Response(r) = &out {
-            self.seen[idx].status = r.status;
+        match &out {
+            Handled::Response(r) => self.seen[idx].status = r.status,
+            Handled::Pending(t) => {
+                self.pending_log.insert(*t, idx);
+            }
+            Handled::Hang => {}
         }
         out
     }
@@ -667,7 +673,16 @@ impl Fake {
     /// Responses to earlier [`Handled::Pending`] requests that are now complete.
     pub fn take_completed(&mut self) -> Vec<(u64, Response)> {
         self.tick();
-        std::mem::take(&mut self.completed)
+        let done = std::mem::take(&mut self.completed);
+        // Record the final status of the request log entry (it was 0 while pending).
+        for (ticket, r) in &done {
+            if let Some(i) = self.pending_log.remove(ticket) {
+                if let Some(e) = self.seen.get_mut(i) {
+                    e.status = r.status;
+                }
+            }
+        }
+        done
     }
 
     /// Earliest time at which [`Fake::tick`] has work (for virtual-time hosts); None if idle.

@@ -265,11 +265,14 @@ pub async fn start(mut fake: Fake, opts: ServerOptions) -> Result<RunningServer>
                             // Register the waiter while still holding the core: its answer can
                             // only be produced under the same lock, so it cannot be missed.
                             let (handled, rx) = {
-                                let mut f = fake.lock().expect("lock");
+                                let mut f = fake.lock().unwrap_or_else(|e| e.into_inner());
                                 let h = f.handle(r);
                                 let rx = if let Handled::Pending(t) = &h {
                                     let (tx, rx) = oneshot::channel();
-                                    waiters.lock().expect("lock").insert(*t, tx);
+                                    waiters
+                                        .lock()
+                                        .unwrap_or_else(|e| e.into_inner())
+                                        .insert(*t, tx);
                                     Some(rx)
                                 } else {
                                     None
@@ -335,11 +338,11 @@ pub async fn start(mut fake: Fake, opts: ServerOptions) -> Result<RunningServer>
         tasks.push(tokio::spawn(async move {
             loop {
                 let (effects, completed) = {
-                    let mut f = fake.lock().expect("lock");
+                    let mut f = fake.lock().unwrap_or_else(|e| e.into_inner());
                     (f.take_effects(), f.take_completed())
                 };
                 for (t, r) in completed {
-                    if let Some(tx) = waiters.lock().expect("lock").remove(&t) {
+                    if let Some(tx) = waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&t) {
                         let _ = tx.send(r);
                     }
                 }
@@ -348,7 +351,9 @@ pub async fn start(mut fake: Fake, opts: ServerOptions) -> Result<RunningServer>
                     tokio::spawn(async move {
                         let id = e.id;
                         let res = perform(e, cfg).await;
-                        fake.lock().expect("lock").outbound_result(id, res);
+                        fake.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .outbound_result(id, res);
                         wake.notify_one();
                     });
                 }

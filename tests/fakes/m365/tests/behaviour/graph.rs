@@ -356,3 +356,27 @@ fn users_subscription_and_replication_delay() {
     t.clock.advance(60_000);
     assert!(names(&mut t, &tok).contains(&"Late Replica".to_string()));
 }
+
+#[test]
+fn clock_skew_shift_expires_tokens_early() {
+    let mut t = setup();
+    let tok = t.svc_token();
+    assert_eq!(t.get(&tok, "/me").status, 200);
+    // The service's clock runs 2 h ahead of the client's: the fresh token is already expired.
+    let (s, _) = t
+        .fake
+        .control("POST", "/control/clock", json!({"skewMs": 7_200_000}));
+    assert_eq!(s, 200);
+    assert_eq!(t.get(&tok, "/me").status, 401);
+    t.fake.set_skew(0);
+    assert_eq!(t.get(&tok, "/me").status, 200);
+    // The request log records every call with its final status.
+    let seen = t.fake.requests();
+    assert_eq!(
+        seen.iter()
+            .filter(|r| r.target == "/v1.0/me")
+            .map(|r| r.status)
+            .collect::<Vec<_>>(),
+        vec![200, 401, 200]
+    );
+}
