@@ -32,7 +32,8 @@ use tokio::net::TcpListener;
 /// - `/users/{id}` routes accept the GUID or the h323 name
 /// - `POST /nodes/{name}/kill|restore|close-mid-message`, `POST /nodes/{name}/frame {text}`,
 ///   `POST /nodes/{name}/login-fault {fault}`, `POST /nodes/{name}/app-info {app}`,
-///   `GET /app-info-results`, `POST /db/reset-guid`, `POST /storm {changes}` (presence burst)
+///   `GET /app-info-results`, `POST /db/reset-guid`, `POST /storm {changes}` (presence burst),
+///   `POST /seed-presence` (random `im:`/`tel:` items)
 /// - `POST /sessions {guid (or h323),kind:user|admin|api,url?,search_api?}` → `{id}`; `GET /sessions/{id}`;
 ///   `POST /sessions/{id}/search {src,search,type?}`; `POST /sessions/{id}/config/items|read {src}`;
 ///   `POST /sessions/{id}/config/write {src,items:{},passwords:{name:plain}}`;
@@ -249,6 +250,10 @@ fn route(
         ["alien-calls"] if get => h.with(|x| json!(x.alien_calls())),
         ["unallowed"] if get => h.with(|x| json!(x.unallowed())),
         ["app-info-results"] if get => h.with(|x| json!(x.app_info_results())),
+        ["seed-presence"] if post => {
+            h.with(|x| x.seed_presence());
+            json!({"ok":true})
+        }
         ["storm"] if post => {
             let n = body["changes"].as_u64().unwrap_or(1000) as usize;
             h.with(|x| x.presence_storm(n));

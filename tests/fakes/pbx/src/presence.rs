@@ -262,6 +262,41 @@ impl Pbx {
         self.notify_user(guid);
     }
 
+    /// Gives a realistic share of users PBX-made items: an `im:` item (myApps online state,
+    /// `open` or `closed`) for about half of them and a `tel:` activity for about a fifth, so
+    /// connectors see mixed lists from the start.
+    pub fn seed_presence(&mut self) {
+        const ACT: &[&str] = &["away", "busy", "dnd", "lunch", "vacation"];
+        let guids: Vec<String> = self
+            .users
+            .values()
+            .filter(|u| u.pseudo.is_none())
+            .map(|u| u.guid.clone())
+            .collect();
+        for g in guids {
+            if self.rng.percent(20) {
+                let a = ACT[self.rng.below(ACT.len() as u64) as usize];
+                self.set_presence(&g, "tel:", a, "");
+            }
+            if self.rng.percent(50) {
+                let status = if self.rng.percent(50) {
+                    "open"
+                } else {
+                    "closed"
+                };
+                let list = self.presence.entry(g.clone()).or_default();
+                list.retain(|i| i.contact != "im:");
+                list.push(PresenceItem {
+                    contact: "im:".into(),
+                    status: status.into(),
+                    activity: String::new(),
+                    note: String::new(),
+                });
+                self.notify_user(&g);
+            }
+        }
+    }
+
     /// Test hook: "the user" changes their own (`tel:`) presence on the phone.
     pub fn set_user_presence(&mut self, guid: &str, activity: &str, note: &str) -> bool {
         if !self.users.contains_key(guid) {

@@ -112,6 +112,7 @@ pub fn build(o: &Options, clock: Arc<dyn Clock>) -> Pbx {
     pbx.set_licence(&spec.licence, o.licences.unwrap_or(o.users as u32));
     if o.users > 0 || o.pseudo > 0 {
         pbx.add_users(populate(&spec));
+        pbx.seed_presence();
     }
     pbx
 }

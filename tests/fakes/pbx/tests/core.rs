@@ -1153,3 +1153,29 @@ fn alternative_info_key_order_still_verifies_over_raw_text() {
     );
     assert!(verify_login(text, "k", PASSWORD));
 }
+
+#[test]
+fn seeded_presence_has_im_and_tel_items() {
+    let (mut p, _) = pbx();
+    p.add_users(fake_pbx::users::populate(&PopulateSpec {
+        users: 200,
+        ..Default::default()
+    }));
+    p.seed_presence();
+    let all: Vec<_> = p
+        .users()
+        .map(|u| u.guid.clone())
+        .collect::<Vec<_>>()
+        .iter()
+        .flat_map(|g| p.stored_presence(g))
+        .collect();
+    assert!(
+        all.iter()
+            .any(|i| i.contact == "im:" && i.status == "closed")
+    );
+    assert!(all.iter().any(|i| i.contact == "im:" && i.status == "open"));
+    assert!(
+        all.iter()
+            .any(|i| i.contact == "tel:" && !i.activity.is_empty())
+    );
+}
