@@ -676,10 +676,12 @@ impl Fake {
         let done = std::mem::take(&mut self.completed);
         // Record the final status of the request log entry (it was 0 while pending).
         for (ticket, r) in &done {
-            if let Some(i) = self.pending_log.remove(ticket) {
-                if let Some(e) = self.seen.get_mut(i) {
-                    e.status = r.status;
-                }
+            if let Some(e) = self
+                .pending_log
+                .remove(ticket)
+                .and_then(|i| self.seen.get_mut(i))
+            {
+                e.status = r.status;
             }
         }
         done
