@@ -763,3 +763,131 @@ impl TestEnv {
             .insert("pbx/conn/9".into(), br#"{"ws":9,"peer":"x"}"#.to_vec());
     }
 }
+
+/// Valid frames of every kind the connector handles, to be mangled below.
+fn corpus(challenge: &str) -> Vec<String> {
+    let mut frames = vec![
+        r#"{"mt":"AppChallenge"}"#.to_string(),
+        login_frame("master", challenge, "pwd"),
+        r#"{"mt":"PbxInfo","domain":"example.com","pbx":"master","apis":["PbxApi","PbxTableUsers","PbxAdminApi"]}"#.into(),
+        r#"{"api":"PbxTableUsers","mt":"ReplicateStartResult","src":"users","guid":"db","usn":5}"#.into(),
+        r#"{"api":"PbxTableUsers","mt":"ReplicateDel","usn":9,"columns":{"guid":"g2"}}"#.into(),
+        r#"{"api":"PbxApi","mt":"SetPresenceResult","src":"sp:g1:on-the-phone","error":1,"errorText":"x"}"#.into(),
+        r#"{"api":"PbxApi","mt":"PresenceState","src":"pr:g1","up":true}"#.into(),
+        r#"{"api":"PbxApi","mt":"PresenceUpdate","src":"pr:g1","presence":[{"contact":"tel:","status":"open","activity":"away","note":"n"}]}"#.into(),
+        r#"{"api":"PbxApi","mt":"SubscribePresenceResult","src":"pr:g1","error":2}"#.into(),
+        r#"{"api":"PbxAdminApi","mt":"CheckAppLicResult","src":"lic:g1","ok":true}"#.into(),
+        r#"{"mt":"KeepAlive"}"#.into(),
+    ];
+    for mt in ["ReplicateNextResult", "ReplicateAdd", "ReplicateUpdate"] {
+        frames.push(
+            json!({"api":"PbxTableUsers","mt":mt,"src":"users","usn":7,"columns":row("g1","alice","master")})
+                .to_string(),
+        );
+    }
+    frames
+}
+
+/// Replaces each JSON value in turn by values of the wrong type.
+fn type_confusions(frame: &str) -> Vec<String> {
+    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(frame) else {
+        return vec![];
+    };
+    let wrong = [
+        json!(null),
+        json!(-1),
+        json!(1e308),
+        json!("x"),
+        json!([1, "a", null]),
+        json!({"k": {}}),
+        json!(true),
+        json!(""),
+    ];
+    let mut out = Vec::new();
+    for key in map.keys() {
+        for w in &wrong {
+            let mut m = map.clone();
+            m.insert(key.clone(), w.clone());
+            out.push(Value::Object(m).to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn mangled_frames_never_panic() {
+    let (mut c, mut env) = start();
+    connect(&mut c, &mut env, 1, "master", ALL_APIS);
+    c.handle(&mut env, Event::WsOpen(open(2)));
+    let ch = challenge(&mut c, &mut env, 2);
+    let frames = corpus(&ch);
+    let mut fed = 0;
+    for f in &frames {
+        // Handshake frames go to the connection still logging in; a failed re-login on a
+        // logged-in connection logs it out, which is intended.
+        let targets: &[u64] = if f.contains("AppChallenge") || f.contains("AppLogin") {
+            &[2]
+        } else {
+            &[1, 2]
+        };
+        // Every prefix (truncated frames, as on an abrupt close mid-message).
+        for cut in 0..f.len() {
+            if f.is_char_boundary(cut) {
+                for &ws in targets {
+                    frame(&mut c, &mut env, ws, &f[..cut]);
+                    fed += 1;
+                }
+            }
+        }
+        for bad in type_confusions(f) {
+            for &ws in targets {
+                frame(&mut c, &mut env, ws, &bad);
+                fed += 1;
+            }
+        }
+    }
+    assert!(fed > 2_000, "{fed}");
+    // The logged-in PBX is still served afterwards.
+    assert!(c.pbx.connection(1).unwrap().is_pbx());
+}
+
+#[test]
+fn corrupt_kv_state_is_survived() {
+    let mut env = TestEnv::new();
+    for (k, v) in [
+        ("pbx/conn/1", &b"{not json"[..]),
+        ("pbx/conn/2", br#"{"ws":99}"#),
+        ("pbx/conn/x", b"1"),
+        ("pbx/repl/master", b"\xff\xfe"),
+        ("user/row/master/g1", b"[]"),
+        ("user/lic/g1", b"maybe"),
+        ("stats/events/init", b"-5"),
+        ("meta/schema-version", b"one"),
+    ] {
+        env.kv.insert(k.into(), v.to_vec());
+    }
+    let mut c = Connector::new();
+    c.handle(
+        &mut env,
+        Event::Init(InitInfo {
+            reason: InitReason::Restart,
+            from_version: None,
+            snapshot: None,
+            open_websockets: vec![open(1), open(2)],
+        }),
+    );
+    // Unreadable connection state starts fresh; a fresh handshake works.
+    assert!(c.pbx.connection(1).unwrap().login.is_none());
+    assert!(!env.kv.contains_key("pbx/conn/x"));
+    let ch = challenge(&mut c, &mut env, 2);
+    frame(&mut c, &mut env, 2, &login_frame("master", &ch, "pwd"));
+    frame(
+        &mut c,
+        &mut env,
+        2,
+        r#"{"mt":"PbxInfo","pbx":"master","apis":["PbxTableUsers"]}"#,
+    );
+    assert_eq!(last(&env, 2)["mt"], "ReplicateStart");
+    assert_eq!(super::users::list(&mut env, "master"), vec![]);
+    assert_eq!(env.kv_text("stats/events/init").as_deref(), Some("1"));
+}
