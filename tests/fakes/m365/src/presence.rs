@@ -63,6 +63,7 @@ pub struct PresenceState {
 pub struct PresenceBook {
     pub(crate) users: HashMap<String, PresenceState>,
     counter: u64,
+    calendar_checked: i64,
 }
 
 impl PresenceBook {
@@ -233,7 +234,9 @@ impl Fake {
             .map(|(k, _)| k.clone())
             .collect();
         // Meetings starting or ending change the shown presence too.
-        if self.cfg.calendar_drives_presence {
+        // (At most once per second of fake time: expanding series is the costly part.)
+        if self.cfg.calendar_drives_presence && now - self.presence.calendar_checked >= 1_000 {
+            self.presence.calendar_checked = now;
             stale.extend(
                 self.calendars
                     .keys()

@@ -380,3 +380,29 @@ fn clock_skew_shift_expires_tokens_early() {
         vec![200, 401, 200]
     );
 }
+
+#[test]
+fn ten_thousand_user_tenant_pages_completely() {
+    let mut t = setup();
+    t.fake.populate(10_000, 11);
+    let tok = t.svc_token();
+    let mut path = "/users?$select=id,displayName,mail,assignedPlans&$top=999".to_string();
+    let (mut total, mut pages, mut no_mail, mut unlicensed) = (0, 0, 0, 0);
+    loop {
+        let b = t.get(&tok, &path).body_json();
+        let v = b["value"].as_array().unwrap();
+        total += v.len();
+        pages += 1;
+        no_mail += v.iter().filter(|u| u["mail"].is_null()).count();
+        unlicensed += v
+            .iter()
+            .filter(|u| u["assignedPlans"].as_array().unwrap().is_empty())
+            .count();
+        match b["@odata.nextLink"].as_str() {
+            Some(n) => path = n.split("/v1.0").nth(1).unwrap().to_string(),
+            None => break,
+        }
+    }
+    assert_eq!((total, pages), (10_004, 11));
+    assert!(no_mail > 0 && unlicensed > 0);
+}
