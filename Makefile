@@ -30,7 +30,7 @@ run: guest host
 test: guest test-guests
 	$(CARGO) test --workspace
 
-bench: guest
+bench: guest test-guests
 	$(CARGO) run --release -p apphost --example bench
 
 fmt:
