@@ -430,11 +430,19 @@ impl Fake {
     }
 
     fn graph(&mut self, req: &Request, rest: &str, caller: &Caller) -> GResult {
-        let segs: Vec<String> = rest
+        let mut segs: Vec<String> = rest
             .trim_start_matches('/')
             .split('/')
             .map(crate::http::pct_decode_path)
             .collect();
+        // `/me/...` mailbox paths are the signed-in user's (presence keeps its own rules).
+        if let Some(uid) = caller
+            .user_id
+            .as_ref()
+            .filter(|_| segs.len() > 1 && segs[0] == "me" && segs[1] != "presence")
+        {
+            segs.splice(0..1, ["users".to_string(), uid.clone()]);
+        }
         let s: Vec<&str> = segs.iter().map(String::as_str).collect();
         let m = req.method.as_str();
         match (m, s.as_slice()) {
@@ -495,6 +503,10 @@ impl Fake {
             ("GET", ["users", id, "events", eid]) => self.get_event(id, eid, req, caller),
             ("GET", ["users", id, "contacts"]) => self.list_contacts(id, req, caller),
             ("GET", ["users", id, "contacts", cid]) => self.get_contact(id, cid, caller),
+            // The fake keeps every contact in the default folder.
+            ("GET", ["users", id, "contactFolders", _, "contacts"]) => {
+                self.list_contacts(id, req, caller)
+            }
             _ => Err(gerr(
                 400,
                 "BadRequest",

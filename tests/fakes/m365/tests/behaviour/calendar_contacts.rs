@@ -214,3 +214,33 @@ fn calendar_meeting_drives_teams_presence() {
     t.fake.config_mut().calendar_drives_presence = false;
     assert_eq!(t.fake.current_presence(&a).unwrap().1, "Available");
 }
+
+#[test]
+fn me_paths_and_contact_folders_route_to_own_mailbox() {
+    let mut t = setup();
+    let svc_id = t.svc.id.clone();
+    t.fake
+        .add_contact(&svc_id, json!({"givenName": "Own", "surname": "Contact"}))
+        .unwrap();
+    let tok = t.svc_token();
+    assert_eq!(
+        t.get(&tok, "/me/contacts").body_json()["value"][0]["givenName"],
+        "Own"
+    );
+    assert_eq!(
+        t.get(&tok, &format!("/users/{svc_id}/contactFolders/x/contacts"))
+            .body_json()["value"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        t.get(
+            &tok,
+            "/me/calendarView?startDateTime=2026-01-01T00:00:00Z&endDateTime=2026-01-02T00:00:00Z"
+        )
+        .status,
+        200
+    );
+}
