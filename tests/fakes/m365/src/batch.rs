@@ -148,13 +148,17 @@ impl Fake {
             }
             v => inner.body = serde_json::to_vec(v).unwrap_or_default(),
         }
-        if inner.method == "POST"
+        // Requests that need a validation handshake cannot be answered synchronously here.
+        let handshake = (inner.method == "POST"
             && inner
                 .path()
                 .trim_end_matches('/')
-                .ends_with("/subscriptions")
-        {
-            return json!({"id": id, "status": 400, "body": {"error": {"code": "BadRequest", "message": "Creating subscriptions inside $batch is not supported by the fake."}}});
+                .ends_with("/subscriptions"))
+            || (inner.method == "PATCH"
+                && inner.path().contains("/subscriptions/")
+                && !r["body"]["notificationUrl"].is_null());
+        if handshake {
+            return json!({"id": id, "status": 400, "body": {"error": {"code": "BadRequest", "message": "Subscription requests with a validation handshake are not supported inside $batch by the fake."}}});
         }
         let path = inner.path().trim_start_matches("/v1.0").to_string();
         match self.graph_entry(&inner, &path) {

@@ -93,6 +93,8 @@ struct PendingCreate {
     token: String,
     error: Option<GraphErr>,
     req: Request,
+    /// A PATCH that changed notificationUrl (the new URL is validated first).
+    is_patch: bool,
 }
 
 /// Subscription state.
@@ -500,13 +502,24 @@ impl Fake {
             held: vec![],
         };
         // The handshake: POST {url}?validationToken=... to both URLs (twice if identical).
+        let urls: Vec<String> = std::iter::once(url).chain(lifecycle).collect();
+        Ok(Reply::Pending(self.start_handshake(sub, urls, req, false)))
+    }
+
+    fn start_handshake(
+        &mut self,
+        sub: Subscription,
+        urls: Vec<String>,
+        req: &Request,
+        is_patch: bool,
+    ) -> u64 {
         let token = format!(
             "Validation: Testing client application reachability for subscription Request-Id: {}",
             self.new_guid()
         );
         let ticket = self.next_id();
         let mut outstanding = HashSet::new();
-        for u in std::iter::once(url).chain(lifecycle) {
+        for u in urls {
             let sep = if u.contains('?') { '&' } else { '?' };
             let full = format!("{u}{sep}validationToken={}", pct_encode(&token));
             let oid = self.emit(
@@ -533,9 +546,25 @@ impl Fake {
                 token,
                 error: None,
                 req: req_copy,
+                is_patch,
             },
         );
-        Ok(Reply::Pending(ticket))
+        ticket
+    }
+
+    /// Store a PATCHed subscription, releasing what was held while paused.
+    fn apply_patch(&mut self, mut s: Subscription) -> Option<Value> {
+        let cur = self.subs.subs.remove(&s.id)?;
+        self.subs.unindex(&cur);
+        s.held = cur.held;
+        let held = self.resume(&mut s);
+        let body = self.subscription_json(&s);
+        self.subs.index(&s);
+        self.subs.subs.insert(s.id.clone(), s);
+        for q in held {
+            self.enqueue(q);
+        }
+        Some(body)
     }
 
     pub(crate) fn validation_result(&mut self, oid: u64, res: OutboundResult) {
@@ -600,6 +629,16 @@ impl Fake {
         // Any other outstanding validations of this ticket are moot.
         let resp = match p.error {
             Some(e) => self.graph_error_response(&p.req, e),
+            None if p.is_patch => match self.apply_patch(p.sub) {
+                Some(body) => {
+                    let r = Response::json(200, &body);
+                    self.decorate(&p.req, r)
+                }
+                None => self.graph_error_response(
+                    &p.req,
+                    gerr(404, "ResourceNotFound", "The object was not found."),
+                ),
+            },
             None => {
                 let body = self.subscription_json(&p.sub);
                 self.subs.index(&p.sub);
@@ -685,8 +724,12 @@ impl Fake {
                 cert && s.include_resource_data,
             )?;
         }
+        let mut new_url = None;
         if let Some(u) = b["notificationUrl"].as_str() {
             self.check_url(u, "notificationUrl")?;
+            if u != s.notification_url {
+                new_url = Some(u.to_string());
+            }
             s.notification_url = u.to_string();
         }
         if let Some(c) = b["encryptionCertificate"].as_str() {
@@ -713,12 +756,13 @@ impl Fake {
         s.last_patch_ms = Some(now);
         s.reauth_sent = false;
         s.token_exp_ms = caller.token_exp_ms;
-        let held = self.resume(&mut s);
-        let body = self.subscription_json(&s);
-        self.subs.subs.insert(s.id.clone(), s);
-        for q in held {
-            self.enqueue(q);
+        // A new notificationUrl is validated like on creation before the PATCH takes effect.
+        if let Some(u) = new_url {
+            return Ok(Reply::Pending(self.start_handshake(s, vec![u], req, true)));
         }
+        let body = self
+            .apply_patch(s)
+            .ok_or_else(|| gerr(404, "ResourceNotFound", "The object was not found."))?;
         ok_json(body)
     }
 

@@ -953,3 +953,61 @@ fn outage_mode_accepts_and_renews_but_never_delivers() {
         .unwrap();
     assert!(t.fake.take_effects().is_empty());
 }
+
+#[test]
+fn patch_new_notification_url_runs_handshake() {
+    let mut t = setup();
+    let tok = t.svc_token();
+    let a = t.alice.id.clone();
+    let id = t.subscribe(&tok, presence_sub_body(&[&a])).body_json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A new URL that fails validation leaves the subscription unchanged.
+    let Handled::Pending(_) = t.send(
+        &tok,
+        "PATCH",
+        &format!("/subscriptions/{id}"),
+        json!({"notificationUrl": "https://connector.example/new"}),
+    ) else {
+        panic!("handshake expected")
+    };
+    let e = t.fake.take_effects();
+    assert!(
+        e[0].url
+            .starts_with("https://connector.example/new?validationToken=")
+    );
+    t.fake.outbound_result(
+        e[0].id,
+        OutboundResult::Status {
+            status: 500,
+            content_type: None,
+            body: vec![],
+            elapsed_ms: 5,
+        },
+    );
+    assert_eq!(t.fake.take_completed()[0].1.status, 400);
+    assert_eq!(
+        t.fake.subscriptions()[0].notification_url,
+        "https://connector.example/notify?tenant=contoso"
+    );
+    // A valid one takes effect after the handshake.
+    let Handled::Pending(ticket) = t.send(
+        &tok,
+        "PATCH",
+        &format!("/subscriptions/{id}"),
+        json!({"notificationUrl": "https://connector.example/new"}),
+    ) else {
+        panic!()
+    };
+    t.answer_all(echo_validation);
+    let done = t.fake.take_completed();
+    assert_eq!((done[0].0, done[0].1.status), (ticket, 200));
+    t.fake
+        .teams_client_presence(&a, None, "Busy", "Busy")
+        .unwrap();
+    assert_eq!(
+        t.answer_all(echo_validation)[0].url,
+        "https://connector.example/new"
+    );
+}
