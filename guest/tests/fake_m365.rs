@@ -11,6 +11,7 @@ use microsoft365::event::{HttpError, HttpResponse};
 use microsoft365::graph::aadsts::Action;
 use microsoft365::graph::token::{self, Client};
 use microsoft365::graph::tokens::{AuthState, SignIn, TokenEvent, Tokens};
+use microsoft365::graph::{presence, users};
 use microsoft365::testenv::TestEnv;
 
 const START_MS: u64 = 1_750_000_000_000;
@@ -103,6 +104,31 @@ impl World {
             );
         }
         events
+    }
+
+    /// Sends one Graph request to the fake and returns its answer.
+    fn call(&mut self, req: microsoft365::event::HttpRequest) -> HttpResponse {
+        let target = req
+            .url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_string()))
+            .unwrap();
+        let mut r = Request::new(&req.method, &target).body(req.body.clone());
+        for h in &req.headers {
+            r = r.header(&h.name, &h.value);
+        }
+        match self.fake.handle(r) {
+            Handled::Response(resp) => HttpResponse {
+                status: resp.status,
+                headers: resp
+                    .headers
+                    .iter()
+                    .map(|(n, v)| microsoft365::event::Header::new(n, v))
+                    .collect(),
+                body: resp.body,
+            },
+            _ => panic!("no answer"),
+        }
     }
 
     /// Fires the earliest timer after moving both clocks to it.
@@ -232,4 +258,58 @@ fn device_code_signs_in_an_mfa_account() {
     }
     assert!(ready, "{:?}", w.tokens.state("mfa"));
     assert!(w.env.kv.contains_key("token/mfa/refresh"));
+}
+
+#[test]
+fn users_are_paged_and_presence_read_in_chunks() {
+    let mut w = World::new();
+    w.fake.populate(1_200, 3);
+    w.add(
+        "teams1",
+        SignIn::Password {
+            username: "svc1@contoso.onmicrosoft.com".into(),
+            password: PASSWORD.into(),
+        },
+    );
+    w.tokens.start(&mut w.env, "teams1");
+    w.serve();
+    let token = w
+        .tokens
+        .access_token("teams1", w.env.now_ms)
+        .unwrap()
+        .to_string();
+
+    let mut all = Vec::new();
+    let mut req = users::list_request(token::DEFAULT_GRAPH_RESOURCE, &token);
+    let mut pages = 0;
+    loop {
+        let page = users::parse_page(&w.call(req)).unwrap();
+        pages += 1;
+        all.extend(page.users);
+        match page.next_link {
+            Some(link) => req = users::next_request(&link, &token),
+            None => break,
+        }
+    }
+    assert!(pages >= 2, "1,202 users need two pages of 999");
+    assert_eq!(all.len(), 1_202);
+    assert!(all.iter().any(|u| u.teams));
+    let svc = all
+        .iter()
+        .find(|u| u.user_principal_name == "svc1@contoso.onmicrosoft.com")
+        .unwrap();
+    assert!(svc.teams);
+
+    let ids: Vec<String> = all
+        .iter()
+        .filter(|u| u.teams)
+        .map(|u| u.id.clone())
+        .collect();
+    let mut seen = 0;
+    for req in presence::requests(token::DEFAULT_GRAPH_RESOURCE, &token, &ids) {
+        let p = presence::parse(&w.call(req)).unwrap();
+        assert!(p.iter().all(|p| !p.availability.is_empty()));
+        seen += p.len();
+    }
+    assert_eq!(seen, ids.len());
 }

@@ -3,6 +3,9 @@
 //! here performs I/O.
 
 pub mod aadsts;
+pub mod api;
 pub mod form;
+pub mod presence;
 pub mod token;
 pub mod tokens;
+pub mod users;
