@@ -86,6 +86,9 @@ pub struct Config {
     /// Base URL the fake is reachable at for Graph (used in `@odata.nextLink`); defaults to
     /// `{cloud graph host}`. The binary sets it to its listening address.
     pub graph_base: Option<String>,
+    /// Base URL of the login host as served (used in the OpenID configuration); defaults to the
+    /// cloud's login host. The binary sets it to its listening address.
+    pub login_base: Option<String>,
     /// Access-token lifetime in seconds (item 4; real: 60-90 min, use `expires_in`).
     pub access_token_lifetime_s: i64,
     /// Refresh-token lifetime in seconds (90 days).
@@ -197,6 +200,7 @@ impl Default for Config {
         Self {
             cloud: Cloud::Global,
             graph_base: None,
+            login_base: None,
             access_token_lifetime_s: 3599,
             refresh_token_lifetime_s: 90 * 86_400,
             device_code_expires_s: 900,

@@ -228,7 +228,11 @@ impl Fake {
     }
 
     pub(crate) fn openid_configuration(&self, tenant: &str) -> Value {
-        let login = self.cfg.cloud.login_host();
+        let login = self
+            .cfg
+            .login_base
+            .clone()
+            .unwrap_or_else(|| self.cfg.cloud.login_host().to_string());
         json!({"issuer": format!("{login}/{{tenantid}}/v2.0"), "jwks_uri": format!("{login}/{tenant}/discovery/v2.0/keys"),
                "token_endpoint": format!("{login}/{tenant}/oauth2/v2.0/token"),
                "device_authorization_endpoint": format!("{login}/{tenant}/oauth2/v2.0/devicecode"),

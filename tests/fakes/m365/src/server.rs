@@ -218,6 +218,9 @@ pub async fn start(mut fake: Fake, opts: ServerOptions) -> Result<RunningServer>
     if fake.config().graph_base.is_none() {
         fake.config_mut().graph_base = Some(url.clone());
     }
+    if fake.config().login_base.is_none() {
+        fake.config_mut().login_base = Some(url.clone());
+    }
     let control = TcpListener::bind(opts.control_listen).await?;
     let control_url = format!("http://{}", control.local_addr()?);
 

@@ -17,7 +17,10 @@ pub const CHANGE_TRACKING_APP_ID: &str = "0bf30f3b-4a52-48df-9a82-234910c4a086";
 
 /// Random GUID from a seeded RNG.
 pub fn guid(rng: &mut StdRng) -> String {
-    let b: [u8; 16] = rng.r#gen();
+    let mut b: [u8; 16] = rng.r#gen();
+    // RFC 4122 version 4 / variant bits, like Entra object ids.
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!(
         "{}-{}-{}-{}-{}",

@@ -423,17 +423,22 @@ fn binary_starts_writes_ca_and_serves() {
         )
         .await;
         assert_eq!(t["users"], 100);
-        let (s, b) = call(
+        // Discovery points back at the fake itself.
+        let base = info["url"].as_str().unwrap();
+        let (_, oc) = call(
             &cfg,
             "GET",
-            &format!(
-                "{}/common/discovery/v2.0/keys",
-                info["url"].as_str().unwrap()
-            ),
+            &format!("{base}/common/v2.0/.well-known/openid-configuration"),
             &[],
             vec![],
         )
         .await;
+        let jwks_uri = serde_json::from_slice::<Value>(&oc).unwrap()["jwks_uri"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(jwks_uri, format!("{base}/common/discovery/v2.0/keys"));
+        let (s, b) = call(&cfg, "GET", &jwks_uri, &[], vec![]).await;
         assert_eq!(s, 200);
         assert_eq!(
             serde_json::from_slice::<Value>(&b).unwrap()["keys"][0]["kty"],
