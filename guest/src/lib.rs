@@ -7,7 +7,8 @@
 //!
 //! Modules say what they do: [`pbx`] (AppWebsocket protocol with the innovaphone PBX),
 //! [`graph`] (Microsoft identity platform and Graph client), [`http`] (routing of inbound
-//! requests), [`store`] (KV layout), [`settings`] (the `config` interface).
+//! requests), [`presence_in`] (Teams -> PBX presence), [`store`] (KV layout), [`settings`] (the
+//! `config` interface).
 #![deny(missing_docs)]
 
 pub mod connector;
@@ -16,6 +17,7 @@ pub mod event;
 pub mod graph;
 pub mod http;
 pub mod pbx;
+pub mod presence_in;
 pub mod settings;
 pub mod store;
 #[cfg(not(target_family = "wasm"))]
