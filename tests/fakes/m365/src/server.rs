@@ -322,9 +322,13 @@ pub async fn start(mut fake: Fake, opts: ServerOptions) -> Result<RunningServer>
                                     .expect("lock")
                                     .control(&r.method, r.path(), body);
                             wake.notify_one();
-                            Ok::<_, std::convert::Infallible>(resp_to_hyper(Response::json(
-                                status, &v,
-                            )))
+                            // 204 carries no body.
+                            let resp = if status == 204 {
+                                Response::empty(204)
+                            } else {
+                                Response::json(status, &v)
+                            };
+                            Ok::<_, std::convert::Infallible>(resp_to_hyper(resp))
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
