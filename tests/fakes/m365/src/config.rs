@@ -182,6 +182,9 @@ pub struct Config {
     /// Emit `reauthorizationRequired` this long before a subscription or its bound access token
     /// expires.
     pub reauthorization_lead_ms: i64,
+    /// Bind subscriptions to the access token that created/renewed them: reauthorizationRequired
+    /// before it expires and paused delivery after (default true, graph.md 1.7/3.4/3.6).
+    pub bind_subscriptions_to_token: bool,
     /// Pause delivery as soon as `reauthorizationRequired` is sent (default false: delivery
     /// pauses only once the bound access token has expired, graph.md 3.4/3.6).
     pub pause_on_reauthorization_required: bool,
@@ -245,6 +248,7 @@ impl Default for Config {
             outlook_default_top: 10,
             delta_token_lifetime_ms: 7 * 86_400_000,
             reauthorization_lead_ms: 15 * 60_000,
+            bind_subscriptions_to_token: true,
             pause_on_reauthorization_required: false,
             delivery_jitter_ms: 0,
             calendar_drives_presence: true,

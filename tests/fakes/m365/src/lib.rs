@@ -56,7 +56,14 @@
 //! - Subscriptions are bound to the access token used to create/PATCH/reauthorize them.
 //!   `reauthorizationRequired` goes to the lifecycle URL 15 min before the subscription or that
 //!   token expires; once the token has expired delivery pauses (held up to the retry horizon)
-//!   until PATCH or `/reauthorize` (`pause_on_reauthorization_required` pauses at once).
+//!   until PATCH or `/reauthorize` (`pause_on_reauthorization_required` pauses at once;
+//!   `bind_subscriptions_to_token = false` turns the binding off).
+//! - Calendar drives Teams presence (`calendar_drives_presence`, on): an ongoing busy/tentative
+//!   timed event turns Available into Busy/InAMeeting unless a preferred presence is set; an
+//!   ongoing `oof` event sets the activity OutOfOffice.
+//! - Directory replication delay for new users in listings: 0 (`directory_replication_delay_ms`).
+//! - Subscription requests needing a handshake are refused inside `$batch` (the fake cannot
+//!   answer them synchronously there).
 //! - Validation tokens: v2 (`azp`, `login.microsoftonline.com/{tid}/v2.0`); `validation_token_v1`
 //!   switches to v1. The signing key rotates daily and the previous key stays in the JWKS.
 //! - Users `$top` cap 999 (1000 rejected, UNVERIFIED); Outlook default page size 10 (UNVERIFIED).

@@ -207,6 +207,15 @@ fn is_loopback_http(url: &str) -> bool {
 }
 
 impl Fake {
+    /// 0 = not bound.
+    fn bound_token_exp(&self, caller: &Caller) -> i64 {
+        if self.cfg.bind_subscriptions_to_token {
+            caller.token_exp_ms
+        } else {
+            0
+        }
+    }
+
     fn check_url(&self, url: &str, what: &str) -> Result<(), GraphErr> {
         if url.starts_with("https://") || (self.cfg.allow_http_loopback && is_loopback_http(url)) {
             Ok(())
@@ -498,7 +507,7 @@ impl Fake {
             last_reauthorize_ms: None,
             flags: vec![],
             outage: false,
-            token_exp_ms: caller.token_exp_ms,
+            token_exp_ms: self.bound_token_exp(caller),
             held: vec![],
         };
         // The handshake: POST {url}?validationToken=... to both URLs (twice if identical).
@@ -755,7 +764,7 @@ impl Fake {
         }
         s.last_patch_ms = Some(now);
         s.reauth_sent = false;
-        s.token_exp_ms = caller.token_exp_ms;
+        s.token_exp_ms = self.bound_token_exp(caller);
         // A new notificationUrl is validated like on creation before the PATCH takes effect.
         if let Some(u) = new_url {
             return Ok(Reply::Pending(self.start_handshake(s, vec![u], req, true)));
@@ -789,7 +798,7 @@ impl Fake {
         }
         s.last_reauthorize_ms = Some(now);
         s.reauth_sent = false;
-        s.token_exp_ms = caller.token_exp_ms;
+        s.token_exp_ms = self.bound_token_exp(caller);
         let held = self.resume(&mut s);
         self.subs.subs.insert(s.id.clone(), s);
         for q in held {
