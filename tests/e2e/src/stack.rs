@@ -336,6 +336,17 @@ impl Stack {
         })
     }
 
+    /// Writes a copy of the guest that differs only by a custom section naming `tag`: a new
+    /// component file (new hash, so the host swaps) with exactly the same behaviour. Lets tests
+    /// hot-swap without a second build of the guest.
+    pub fn guest_variant(&self, tag: &str) -> Result<PathBuf> {
+        let mut wasm = std::fs::read(&self.binaries.guest_wasm)?;
+        wasm.extend(custom_section("e2e-variant", tag.as_bytes()));
+        let path = self.dir.join(format!("{PLUGIN}-{tag}.wasm"));
+        std::fs::write(&path, wasm)?;
+        Ok(path)
+    }
+
     /// Drops a PBX node's connection and keeps it down until [`Stack::restore_pbx_connection`].
     pub fn kill_pbx_connection(&self, node: &str) -> Result<()> {
         self.pbx().kill(node)
@@ -580,6 +591,29 @@ impl Drop for Stack {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// A custom section (id 0): valid at the end of a core module or a component.
+fn custom_section(name: &str, payload: &[u8]) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut body = Vec::new();
+    leb128(name.len(), &mut body);
+    body.extend_from_slice(name.as_bytes());
+    body.extend_from_slice(payload);
+    let mut section = vec![0u8];
+    leb128(body.len(), &mut section);
+    section.extend(body);
+    section
 }
 
 /// Fails unless `cond`, with a message; a readable `assert!` for `Result`-returning helpers.
