@@ -91,6 +91,8 @@ pub struct Config {
     pub login_base: Option<String>,
     /// Access-token lifetime in seconds (item 4; real: 60-90 min, use `expires_in`).
     pub access_token_lifetime_s: i64,
+    /// Random extra access-token lifetime, 0..=this many seconds (seeded; default 0).
+    pub access_token_lifetime_jitter_s: i64,
     /// Refresh-token lifetime in seconds (90 days).
     pub refresh_token_lifetime_s: i64,
     /// Device code lifetime (900 s) and polling interval (5 s).
@@ -205,6 +207,7 @@ impl Default for Config {
             graph_base: None,
             login_base: None,
             access_token_lifetime_s: 3599,
+            access_token_lifetime_jitter_s: 0,
             refresh_token_lifetime_s: 90 * 86_400,
             device_code_expires_s: 900,
             device_code_interval_s: 5,

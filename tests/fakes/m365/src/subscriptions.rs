@@ -154,6 +154,7 @@ pub fn parse_resource(resource: &str, max_ids: usize) -> Result<SubKind, GraphEr
         for l in lits {
             match l {
                 Lit::Str(s) => {
+                    let s = s.to_lowercase();
                     if !ids.contains(&s) {
                         ids.push(s)
                     }
@@ -179,7 +180,7 @@ pub fn parse_resource(resource: &str, max_ids: usize) -> Result<SubKind, GraphEr
         [c, p, id]
             if c.eq_ignore_ascii_case("communications") && p.eq_ignore_ascii_case("presences") =>
         {
-            Ok(SubKind::Presence(vec![id.to_string()]))
+            Ok(SubKind::Presence(vec![id.to_lowercase()]))
         }
         [u, id, e] if u.eq_ignore_ascii_case("users") && e.eq_ignore_ascii_case("events") => {
             Ok(SubKind::Events(id.to_string()))

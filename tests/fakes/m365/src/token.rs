@@ -121,6 +121,10 @@ pub fn aadsts_text(code: u32) -> (&'static str, &'static str) {
             "invalid_client",
             "The provided client secret keys for app are expired. Visit the Azure portal to create new keys for your app.",
         ),
+        700025 => (
+            "invalid_client",
+            "Client is public so neither 'client_assertion' nor 'client_secret' should be presented.",
+        ),
         90002 => (
             "invalid_request",
             "Tenant not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud.",
@@ -306,6 +310,9 @@ impl Fake {
         };
         if let Some(code) = self.tokens.aadsts_app.get(&client_id).copied() {
             return self.aad_error(code, None, "");
+        }
+        if secret.is_some() && app.secret.is_none() {
+            return self.aad_error(700025, None, "");
         }
         if let Some(s) = &secret {
             if app.secret.as_deref() != Some(s.as_str()) {
@@ -633,7 +640,14 @@ impl Fake {
     /// Mint a JWT-shaped access token (opaque to clients; HS256 with the fake's secret).
     pub(crate) fn mint_access_token(&mut self, c: &Caller) -> (String, i64) {
         let now_s = self.now() / 1000;
-        let life = self.cfg.access_token_lifetime_s;
+        // Real lifetimes vary (60-90 min): clients must use expires_in, never a constant.
+        let jitter = self.cfg.access_token_lifetime_jitter_s;
+        let life = self.cfg.access_token_lifetime_s
+            + if jitter > 0 {
+                rand::Rng::gen_range(&mut self.rng, 0..=jitter)
+            } else {
+                0
+            };
         let mut claims = json!({"aud": self.cfg.cloud.graph_host(), "iss": format!("https://sts.windows.net/{}/", self.tenant_id),
             "iat": now_s, "nbf": now_s, "exp": now_s + life, "appid": c.app_id, "tid": self.tenant_id,
             "uti": self.new_guid(), "ver": "1.0"});

@@ -39,11 +39,15 @@ pub struct Directory {
 impl Directory {
     /// Find by id or UPN (case-insensitive).
     pub fn find(&self, id_or_upn: &str) -> Option<&UserEntry> {
-        self.by_id.get(id_or_upn).or_else(|| {
-            self.upn
-                .get(&id_or_upn.to_lowercase())
-                .and_then(|id| self.by_id.get(id))
-        })
+        // Object ids compare case-insensitively.
+        self.by_id
+            .get(id_or_upn)
+            .or_else(|| self.by_id.get(&id_or_upn.to_lowercase()))
+            .or_else(|| {
+                self.upn
+                    .get(&id_or_upn.to_lowercase())
+                    .and_then(|id| self.by_id.get(id))
+            })
     }
     fn insert(&mut self, u: User, now: i64) {
         self.seq += 1;

@@ -1011,3 +1011,24 @@ fn patch_new_notification_url_runs_handshake() {
         "https://connector.example/new"
     );
 }
+
+#[test]
+fn upper_case_ids_match_case_insensitively() {
+    let mut t = setup();
+    let tok = t.svc_token();
+    let a = t.alice.id.clone();
+    assert_eq!(
+        t.subscribe(&tok, presence_sub_body(&[&a.to_uppercase()]))
+            .status,
+        201
+    );
+    t.fake
+        .teams_client_presence(&a.to_uppercase(), None, "Busy", "Busy")
+        .unwrap();
+    assert_eq!(t.answer_all(echo_validation).len(), 1);
+    assert_eq!(
+        t.get(&tok, &format!("/users/{}/presence", a.to_uppercase()))
+            .status,
+        200
+    );
+}

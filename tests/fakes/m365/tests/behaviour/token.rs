@@ -439,3 +439,39 @@ fn password_with_outer_whitespace_fails() {
     ]);
     assert_eq!(aad_code(&r), 50126);
 }
+
+#[test]
+fn public_client_with_secret_and_lifetime_jitter() {
+    let mut cfg = fake_m365::Config::default();
+    cfg.access_token_lifetime_jitter_s = 1800;
+    let mut t = setup_with(cfg);
+    let app = t.app.clone();
+    let r = t.token(&[
+        ("client_id", &app),
+        ("client_secret", "x"),
+        ("grant_type", "password"),
+        ("username", "pbx-svc@contoso.com"),
+        ("password", SVC_PASSWORD),
+        ("scope", "Presence.Read.All"),
+    ]);
+    assert_eq!((r.status, aad_code(&r)), (401, 700025));
+    let lifetimes: Vec<i64> = (0..8)
+        .map(|_| {
+            t.token(&[
+                ("client_id", &app),
+                ("grant_type", "password"),
+                ("username", "pbx-svc@contoso.com"),
+                ("password", SVC_PASSWORD),
+                ("scope", "Presence.Read.All"),
+            ])
+            .body_json()["expires_in"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert!(lifetimes.iter().all(|l| (3599..=5399).contains(l)));
+    assert!(
+        lifetimes.iter().any(|l| *l != lifetimes[0]),
+        "lifetimes vary: {lifetimes:?}"
+    );
+}
