@@ -23,6 +23,7 @@
 pub mod binaries;
 pub mod clients;
 pub mod http;
+pub mod people;
 pub mod process;
 pub mod stack;
 pub mod wait;

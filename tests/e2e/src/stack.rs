@@ -1,6 +1,7 @@
 //! [`Stack`]: the real `apphost` running the connector guest, wired to the fake Microsoft 365 and
 //! the fake PBX, all as processes on loopback in a private temporary directory.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -40,6 +41,8 @@ pub struct StackOptions {
     pub settings: Vec<(String, String)>,
     /// Host log filter.
     pub log_filter: String,
+    /// Colours in the host log (for the demo's terminal); off for test logs, which are grepped.
+    pub ansi_logs: bool,
 }
 
 impl Default for StackOptions {
@@ -50,6 +53,7 @@ impl Default for StackOptions {
             m365: None,
             settings: Vec::new(),
             log_filter: "info".into(),
+            ansi_logs: false,
         }
     }
 }
@@ -67,6 +71,9 @@ pub struct PbxOptions {
     pub licences: Option<u32>,
     /// Password the PBX's App object uses; `None` means the instance password.
     pub password: Option<String>,
+    /// Explicit user objects (fake-pbx `User` JSON) added right after start, on top of the
+    /// generated ones; e.g. the same people as in the fake tenant.
+    pub extra_users: Vec<Value>,
     /// Population seed.
     pub seed: u64,
 }
@@ -79,6 +86,7 @@ impl Default for PbxOptions {
             users: 20,
             licences: None,
             password: None,
+            extra_users: Vec::new(),
             seed: 1,
         }
     }
@@ -114,6 +122,8 @@ pub struct M365Options {
     pub accounts: Vec<TeamsAccount>,
     /// Switches merged into the fake's config before the host starts (snake_case fields).
     pub config: Option<Value>,
+    /// Explicit users (`UserSpec` JSON), created before the host starts.
+    pub users: Vec<Value>,
 }
 
 /// Ports and URLs of a running host.
@@ -136,6 +146,8 @@ pub struct Stack {
     host: Option<Process>,
     addrs: HostAddrs,
     pbx: Option<(Process, FakePbx)>,
+    // Set by any failed wait or start-up: `Drop` then reports like for a panic.
+    failed: Cell<bool>,
 }
 
 static STACK_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -168,15 +180,36 @@ impl Stack {
                 control: "127.0.0.1:0".into(),
             },
             pbx: None,
+            failed: Cell::new(false),
         };
-        if let Some(m) = &options.m365 {
-            stack.start_m365(m)?;
-        }
-        stack.start_host()?;
-        if let Some(p) = &options.pbx {
-            stack.start_pbx(p)?;
-        }
+        let started = (|| {
+            if let Some(m) = &options.m365 {
+                stack.start_m365(m)?;
+            }
+            stack.start_host()?;
+            if let Some(p) = &options.pbx {
+                stack.start_pbx(p)?;
+            }
+            Ok(())
+        })();
+        stack.note(started)?;
         Ok(stack)
+    }
+
+    /// Starts a stack, runs `test` on it and stops it. If `test` fails (or panics) every log
+    /// is printed and the directory kept, which a plain `?` out of a test would not do.
+    pub fn run(options: StackOptions, test: impl FnOnce(&mut Stack) -> Result<()>) -> Result<()> {
+        let mut stack = Stack::start(options)?;
+        let result = test(&mut stack);
+        stack.note(result)
+    }
+
+    /// Marks the stack failed (logs printed, directory kept on drop) if `result` is an error.
+    pub fn note<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.failed.set(true);
+        }
+        result
     }
 
     /// The stack's private directory (config, data, plugins, logs).
@@ -238,17 +271,17 @@ impl Stack {
         mut probe: impl FnMut(&Stack) -> Result<Option<T>>,
     ) -> Result<T> {
         let mut dead = None;
-        let result = wait_until(what, STATE_DEADLINE, || {
+        let result = self.note(wait_until(what, STATE_DEADLINE, || {
             if let Err(e) = self.check_running() {
                 // A dead process makes waiting pointless: stop at once and say why.
                 dead = Some(e);
                 return Ok(Some(None));
             }
             Ok(probe(self)?.map(Some))
-        })?;
+        }))?;
         match (result, dead) {
             (Some(v), _) => Ok(v),
-            (None, Some(e)) => Err(e.context(format!("while waiting for {what}"))),
+            (None, Some(e)) => self.note(Err(e.context(format!("while waiting for {what}")))),
             (None, None) => unreachable!("no value without a dead process"),
         }
     }
@@ -312,7 +345,8 @@ impl Stack {
         if let Some(h) = self.host.take() {
             h.stop();
         }
-        self.start_host()
+        let started = self.start_host();
+        self.note(started)
     }
 
     /// Kills the host (SIGKILL, like a crash) and starts it again on the same data directory.
@@ -320,7 +354,8 @@ impl Stack {
         if let Some(h) = self.host.take() {
             h.kill();
         }
-        self.start_host()
+        let started = self.start_host();
+        self.note(started)
     }
 
     /// Hot-swaps the guest: copies `wasm` over the plugin file (atomically, by rename) and
@@ -417,6 +452,9 @@ impl Stack {
                 "teams": true,
                 "mfaRequired": mfa,
             }))?;
+        }
+        for u in &m.users {
+            client.add_user(u.clone())?;
         }
         self.m365 = Some((proc, client));
         Ok(())
@@ -521,6 +559,9 @@ allow_outbound = [{allow}]
         let config = self.write_config()?;
         let mut cmd = Command::new(&self.binaries.apphost);
         cmd.arg("--config").arg(&config);
+        if !self.options.ansi_logs {
+            cmd.env("NO_COLOR", "1");
+        }
         let proc = Process::spawn("apphost", cmd, &self.dir.join("apphost.log"))?;
         let line = proc.wait_for_line("control at http://", START_DEADLINE)?;
         // "metrics at http://A/metrics, control at http://B/instances"
@@ -572,6 +613,9 @@ allow_outbound = [{allow}]
         client.set_switches(json!({
             "backoff_base_ms": 100, "backoff_max_ms": 1000, "backoff_jitter_ms": 100
         }))?;
+        if !p.extra_users.is_empty() {
+            client.call("POST", "/users", Some(Value::Array(p.extra_users.clone())))?;
+        }
         self.pbx = Some((proc, client));
         Ok(())
     }
@@ -589,7 +633,7 @@ impl Drop for Stack {
         if let Some((p, _)) = &self.m365 {
             p.kill();
         }
-        if std::thread::panicking() {
+        if std::thread::panicking() || self.failed.get() {
             eprintln!(
                 "\n{}\nstack directory kept: {}",
                 self.all_logs(200),
