@@ -259,6 +259,17 @@ impl Stack {
             .1
     }
 
+    /// Operating-system pids of the running processes (fakes and host).
+    pub fn pids(&self) -> Vec<u32> {
+        let m365 = self.m365.as_ref().map(|(p, _)| p);
+        let pbx = self.pbx.as_ref().map(|(p, _)| p);
+        [m365, self.host.as_ref(), pbx]
+            .into_iter()
+            .flatten()
+            .filter_map(Process::pid)
+            .collect()
+    }
+
     /// Everything the host has logged, over all its runs.
     pub fn host_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("apphost.log")).unwrap_or_default()
