@@ -24,8 +24,14 @@ test-guests:
 host:
 	$(CARGO) build -p apphost
 
-run: guest host
-	$(CARGO) run -p apphost -- --config apphost.example.toml
+## `make run`: the host on ./apphost.toml (a real tenant; kept out of git) if it exists,
+## otherwise a demo against the fakes of Microsoft 365 and the PBX.
+run: guest
+	@if [ -f apphost.toml ]; then \
+		$(CARGO) run -p apphost -- --config apphost.toml; \
+	else \
+		$(CARGO) run -p e2e --bin demo; \
+	fi
 
 test: guest test-guests
 	$(CARGO) test --workspace
