@@ -16,6 +16,7 @@ pub mod env;
 pub mod event;
 pub mod graph;
 pub mod http;
+pub mod matching;
 pub mod pbx;
 pub mod presence_in;
 pub mod settings;
