@@ -5,7 +5,9 @@
 pub mod aadsts;
 pub mod api;
 pub mod form;
+pub mod notifications;
 pub mod presence;
+pub mod subscriptions;
 pub mod token;
 pub mod tokens;
 pub mod users;
