@@ -2,10 +2,11 @@
 //! that owns it. It keeps no I/O of its own; everything goes through [`Env`].
 
 use crate::env::{Env, Level, target};
-use crate::event::{Event, InitInfo, WsDirection};
+use crate::event::{Event, HttpResponse, InitInfo, WsDirection};
 use crate::graph::tokens::{TokenEvent, Tokens};
 use crate::http::{self, StatusInput};
 use crate::pbx::{Pbx, PbxEvent};
+use crate::presence_in::sync::{self, PresenceSync};
 use crate::settings::{PresenceSettings, Settings};
 use crate::store;
 
@@ -24,6 +25,8 @@ pub struct Connector {
     pub accounts: Vec<String>,
     /// Token events of the last handled event (features will consume them).
     pub token_events: Vec<TokenEvent>,
+    /// Teams -> PBX presence (F1), when configured.
+    pub presence: Option<PresenceSync>,
 }
 
 impl Connector {
@@ -51,19 +54,42 @@ impl Connector {
         self.token_events.clear();
         match event {
             Event::Init(info) => self.init(env, &info),
+            Event::HttpRequest(id, req)
+                if req.method == "POST"
+                    && matches!(
+                        req.path.trim_end_matches('/'),
+                        "/subscriptions" | "/lifecycle"
+                    ) =>
+            {
+                let resp = match &mut self.presence {
+                    Some(p) => p.on_notification(env, &mut self.pbx, &self.tokens, &req),
+                    // Not configured: nothing of ours can be notified; acknowledge and drop.
+                    None => HttpResponse {
+                        status: 202,
+                        headers: vec![],
+                        body: vec![],
+                    },
+                };
+                env.respond(id, resp);
+            }
             Event::HttpRequest(id, req) => {
+                let presence = self.presence.as_ref().map(|p| p.status(env));
                 let status = StatusInput {
                     version: &crate::version(),
                     started_ms: self.started_ms,
                     pbx: &self.pbx,
                     tokens: &self.tokens,
                     accounts: &self.accounts,
+                    presence,
                 };
                 let resp = http::route(env, &req, &status);
                 env.respond(id, resp);
             }
             Event::HttpResponse(id, result) => match self.tokens.on_response(env, id, &result) {
                 Some(events) => self.token_events = events,
+                None if self.presence.as_mut().is_some_and(|p| {
+                    p.on_response(env, &mut self.pbx, &self.tokens, id, &result)
+                }) => {}
                 // A completion nobody waits for (e.g. started by a previous guest version).
                 None => env.log(
                     Level::Debug,
@@ -93,6 +119,11 @@ impl Connector {
             }
             Event::Timer(id, tag) => match self.tokens.on_timer(env, id, &tag) {
                 Some(events) => self.token_events = events,
+                None if tag.starts_with(sync::TIMER_PREFIX) => {
+                    if let Some(p) = &mut self.presence {
+                        p.on_timer(env, &mut self.pbx, &self.tokens, id, &tag);
+                    }
+                }
                 None => env.log(
                     Level::Debug,
                     target::APP,
@@ -100,11 +131,25 @@ impl Connector {
                 ),
             },
         }
+        self.feed_presence(env);
         env.gauge_set(
             "pbx_connections",
             &[],
             self.pbx.connections().filter(|c| c.is_pbx()).count() as f64,
         );
+    }
+
+    /// Hands this event's token and PBX events to the presence feature.
+    fn feed_presence(&mut self, env: &mut impl Env) {
+        let Some(p) = &mut self.presence else {
+            return;
+        };
+        for ev in &self.token_events {
+            p.on_token(env, &self.tokens, ev);
+        }
+        for ev in &self.pbx_events {
+            p.on_pbx(env, &mut self.pbx, &self.tokens, ev);
+        }
     }
 
     fn init(&mut self, env: &mut impl Env, info: &InitInfo) {
@@ -127,7 +172,7 @@ impl Connector {
                 info.open_websockets.len()
             ),
         );
-        self.pbx = Pbx::new(settings);
+        self.pbx = Pbx::new(settings.clone());
         self.pbx.restore(env, &info.open_websockets);
         // Timers and requests of a previous instance are not ours to track: start afresh.
         // Stored (sealed) refresh tokens make this cheap and need no password.
@@ -146,6 +191,12 @@ impl Connector {
                     .extend(self.tokens.start(env, &account.name));
                 self.accounts.push(account.name);
             }
+            let cfg = sync::Config::read(env, &settings.domain, &settings.instance);
+            let mut p = PresenceSync::new(cfg, self.accounts.clone());
+            p.init(env);
+            self.presence = Some(p);
+        } else {
+            self.presence = None;
         }
     }
 }
@@ -317,11 +368,14 @@ mod tests {
         let (timer, tag) = env
             .timers
             .iter()
-            .next()
+            .find(|(_, (_, tag))| tag.starts_with("token:"))
             .map(|(id, (_, tag))| (*id, tag.clone()))
             .unwrap();
+        // The ready token started the presence feature: Entra users are read.
+        assert!(env.requests[1].1.url.contains("/v1.0/users?"));
         c.handle(&mut env, Event::Timer(timer, tag));
-        assert_eq!(env.requests.len(), 2);
+        assert_eq!(env.requests.len(), 3);
+        assert!(env.requests[2].1.url.ends_with("/oauth2/v2.0/token"));
         c.handle(&mut env, Event::HttpRequest(5, get("/status")));
         let body: serde_json::Value =
             serde_json::from_slice(&env.responses.last().unwrap().1.body).unwrap();

@@ -23,6 +23,8 @@ pub struct StatusInput<'a> {
     pub tokens: &'a Tokens,
     /// Configured Teams accounts.
     pub accounts: &'a [String],
+    /// Teams -> PBX presence status (matching, subscriptions), when configured.
+    pub presence: Option<Value>,
 }
 
 /// Answers one request.
@@ -93,5 +95,6 @@ fn status_json(env: &mut impl Env, s: &StatusInput) -> Value {
         "events": events,
         "master": s.pbx.master().and_then(|c| c.pbx.clone()),
         "pbx": connections,
+        "presence": s.presence,
     })
 }

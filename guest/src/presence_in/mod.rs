@@ -5,6 +5,8 @@
 //! only when the activity is missing or unknown. "online" means: unset the connector's own
 //! presence item in the PBX.
 
+pub mod sync;
+
 /// What to do with the connector's presence item of a user in the PBX.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PbxPresence {

@@ -1,0 +1,1456 @@
+//! The Teams -> PBX presence feature (product.md F1) as one state machine: Entra users are read
+//! and matched to licensed PBX users, their presence is watched with one subscription per Teams
+//! account (at most 650 ids each), notifications and reconciliation reads are mapped into the
+//! PBX.
+//!
+//! KV: `sub/<account>` (the account's subscription, [`Record`]), `presence/<entra id>` (the last
+//! applied presence and sequence number), `inbox/presence/<entra id>` (users whose notification
+//! was acknowledged but whose presence is not read yet), `inbox/rich/<n>` (rich notification
+//! bodies waiting for the JWKS), `match/` (see [`crate::matching`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{PbxPresence, map};
+use crate::env::{Env, Level, OaepHash, PublicKey, target};
+use crate::event::{HttpError, HttpResponse, InboundRequest, RequestId, TimerId};
+use crate::graph::api::{self, GraphError};
+use crate::graph::notifications::{self as notif, Collection};
+use crate::graph::presence::{self, Presence};
+use crate::graph::subscriptions::{self as subs, Certificate, Record, Urls};
+use crate::graph::token;
+use crate::graph::tokens::{TokenEvent, Tokens};
+use crate::graph::users::{self, EntraUser};
+use crate::matching::{self, Matched};
+use crate::pbx::{Pbx, PbxEvent, UserRow, licence};
+use crate::store;
+
+/// Timer tags of this module start with this.
+pub const TIMER_PREFIX: &str = "f1:";
+/// Host key pair used for rich notifications.
+pub const CERT_KEY: &str = "presence-notifications";
+const SUB_PREFIX: &str = "sub/";
+const APPLIED_PREFIX: &str = "presence/";
+const INBOX_IDS: &str = "inbox/presence/";
+const INBOX_RICH: &str = "inbox/rich/";
+/// Local clock further off Microsoft's than this is reported.
+const SKEW_WARN_MS: i64 = 60_000;
+
+/// Settings of the feature (see guest/README.md for the names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Graph resource URL.
+    pub graph_url: String,
+    /// Login base URL (JWKS location).
+    pub login_url: String,
+    /// Our app's client id (`aud` of validation tokens).
+    pub client_id: String,
+    /// Where Graph posts; `None` without `presence.public-url` (then reconciliation only).
+    pub urls: Option<Urls>,
+    /// Rich notifications (default) or plain (`presence.notifications = "plain"`).
+    pub rich: bool,
+    /// Renewal rhythm.
+    pub renew_ms: u64,
+    /// Requested subscription lifetime.
+    pub lifetime_ms: u64,
+    /// Reconciliation period.
+    pub reconcile_ms: u64,
+    /// Licence check period.
+    pub licence_ms: u64,
+    /// Entra users re-read period.
+    pub users_ms: u64,
+    /// How long bursts of changes (licence answers, replication) are collected before
+    /// matching and reading again.
+    pub settle_ms: u64,
+    /// Matching options.
+    pub matching: matching::Options,
+}
+
+fn seconds(env: &mut impl Env, name: &str, default_s: u64) -> u64 {
+    match env.config_get(name).map(|v| v.trim().to_string()) {
+        Some(v) if !v.is_empty() => match v.parse::<f64>() {
+            Ok(s) if s.is_finite() && s > 0.0 => (s * 1000.0) as u64,
+            _ => {
+                env.log(
+                    Level::Error,
+                    target::CONFIG,
+                    &format!("{name} `{v}` is not a positive number of seconds; using {default_s}"),
+                );
+                default_s * 1000
+            }
+        },
+        _ => default_s * 1000,
+    }
+}
+
+impl Config {
+    /// Reads the settings, defaults applied.
+    pub fn read(env: &mut impl Env, domain: &str, instance: &str) -> Self {
+        let mut get = |n: &str| {
+            env.config_get(n)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let graph_url = get("graph.url").unwrap_or_else(|| token::DEFAULT_GRAPH_RESOURCE.into());
+        let login_url = get("graph.login-url").unwrap_or_else(|| token::DEFAULT_LOGIN_BASE.into());
+        let client_id = get("presence.client-id").unwrap_or_default();
+        let public = get("presence.public-url");
+        let mode = get("presence.notifications").unwrap_or_else(|| "rich".into());
+        let urls = public.map(|p| Urls::new(&p, domain, instance));
+        if urls.is_none() {
+            env.log(
+                Level::Warn,
+                target::CONFIG,
+                "presence.public-url is not set: no presence subscriptions, only periodic reconciliation",
+            );
+        }
+        let rich = !mode.eq_ignore_ascii_case("plain");
+        if rich && !mode.eq_ignore_ascii_case("rich") {
+            env.log(
+                Level::Error,
+                target::CONFIG,
+                &format!("presence.notifications `{mode}` is not `rich` or `plain`; using rich"),
+            );
+        }
+        Config {
+            graph_url,
+            login_url,
+            client_id,
+            urls,
+            rich,
+            renew_ms: seconds(env, "presence.renew-interval-s", 600),
+            lifetime_ms: seconds(env, "presence.subscription-lifetime-s", 3600),
+            reconcile_ms: seconds(env, "presence.reconcile-interval-s", 1800),
+            licence_ms: seconds(env, "presence.licence-check-interval-s", 3600),
+            users_ms: seconds(env, "presence.users-refresh-interval-s", 3600),
+            settle_ms: seconds(env, "presence.settle-s", 2),
+            matching: matching::Options::read(env),
+        }
+    }
+}
+
+/// The last presence written for a user (`presence/<id>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Applied {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seq: Option<String>,
+    /// The PBX activity written (`""` = unset); `None` if never written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    activity: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Existing subscriptions not listed yet (needs a token).
+    Unlisted,
+    /// A request is in flight.
+    Busy,
+    /// Nothing in flight.
+    Idle,
+}
+
+#[derive(Debug, Clone)]
+struct Sub {
+    phase: Phase,
+    record: Option<Record>,
+    /// Ids this account should watch.
+    desired: Vec<String>,
+    /// Deletions in flight during adoption.
+    deleting: usize,
+    attempt: u32,
+}
+
+#[derive(Debug, Clone)]
+enum Pending {
+    Users {
+        account: String,
+        so_far: Vec<EntraUser>,
+    },
+    Read {
+        ids: Vec<String>,
+        attempt: u32,
+    },
+    List {
+        account: String,
+    },
+    Create {
+        account: String,
+        ids: Vec<String>,
+        client_state: String,
+        rich: bool,
+    },
+    Renew {
+        account: String,
+    },
+    Delete {
+        account: String,
+    },
+    Jwks,
+}
+
+/// The feature's state.
+#[derive(Debug)]
+pub struct PresenceSync {
+    cfg: Config,
+    accounts: Vec<String>,
+    entra: Option<Vec<EntraUser>>,
+    users_fetching: bool,
+    users_attempt: u32,
+    matched: BTreeMap<String, Matched>,
+    subs: BTreeMap<String, Sub>,
+    pending: BTreeMap<RequestId, Pending>,
+    retry_reads: BTreeMap<TimerId, (Vec<String>, u32)>,
+    skew_ms: i64,
+    skew_warned: bool,
+    jwks: Vec<(String, PublicKey)>,
+    jwks_fetching: bool,
+    jwks_fetched_ms: Option<u64>,
+    /// Matching must run again at the next settle timer.
+    rematch_due: bool,
+    /// Users to read at the next settle timer (`None` in the set's place = everyone).
+    read_due: BTreeSet<String>,
+    read_all_due: bool,
+    settle_timer: bool,
+    /// Force the next write of every user (the PBX may have lost our items).
+    force: BTreeSet<String>,
+}
+
+fn timer_tag(kind: &str, account: &str) -> String {
+    format!("{TIMER_PREFIX}{kind}:{account}")
+}
+
+fn applied_key(id: &str) -> String {
+    format!("{APPLIED_PREFIX}{}", store::segment(id))
+}
+
+fn sub_key(account: &str) -> String {
+    format!("{SUB_PREFIX}{}", store::segment(account))
+}
+
+/// Whether sequence number `a` is newer than `b` (numeric strings compare by length first).
+fn newer(a: &str, b: &str) -> bool {
+    (a.len(), a) > (b.len(), b)
+}
+
+impl PresenceSync {
+    /// The feature for `accounts`; `init` starts it.
+    pub fn new(cfg: Config, accounts: Vec<String>) -> Self {
+        PresenceSync {
+            cfg,
+            accounts,
+            entra: None,
+            users_fetching: false,
+            users_attempt: 0,
+            matched: BTreeMap::new(),
+            subs: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            retry_reads: BTreeMap::new(),
+            skew_ms: 0,
+            skew_warned: false,
+            jwks: Vec::new(),
+            jwks_fetching: false,
+            jwks_fetched_ms: None,
+            rematch_due: false,
+            read_due: BTreeSet::new(),
+            read_all_due: false,
+            settle_timer: false,
+            force: BTreeSet::new(),
+        }
+    }
+
+    /// Restores stored subscriptions and matches, and starts the periodic timers.
+    pub fn init(&mut self, env: &mut impl Env) {
+        self.matched = matching::load(env);
+        for a in self.accounts.clone() {
+            let record: Option<Record> = store::get_json(env, &sub_key(&a));
+            let desired = record.as_ref().map(|r| r.ids.clone()).unwrap_or_default();
+            self.subs.insert(
+                a,
+                Sub {
+                    phase: Phase::Unlisted,
+                    record,
+                    desired,
+                    deleting: 0,
+                    attempt: 0,
+                },
+            );
+        }
+        if self.accounts.is_empty() {
+            return;
+        }
+        env.timer_set(self.cfg.renew_ms, &timer_tag("renew", ""));
+        env.timer_set(self.cfg.reconcile_ms, &timer_tag("reconcile", ""));
+        env.timer_set(self.cfg.licence_ms, &timer_tag("licence", ""));
+        env.timer_set(self.cfg.users_ms, &timer_tag("users", ""));
+    }
+
+    /// Microsoft's clock as far as we know it.
+    fn graph_now(&self, env: &impl Env) -> u64 {
+        (env.now_ms() as i64 + self.skew_ms).max(0) as u64
+    }
+
+    fn note_date(&mut self, env: &mut impl Env, resp: &HttpResponse) {
+        let Some(skew) = subs::skew_ms(&resp.headers, env.now_ms()) else {
+            return;
+        };
+        self.skew_ms = skew;
+        let off = skew.abs() > SKEW_WARN_MS;
+        if off && !self.skew_warned {
+            env.log(
+                Level::Warn,
+                target::GRAPH,
+                &format!(
+                    "local clock is {} s off Microsoft's; subscription times use Microsoft's",
+                    -skew / 1000
+                ),
+            );
+        }
+        self.skew_warned = off;
+        env.gauge_set("graph_clock_skew_seconds", &[], skew as f64 / 1000.0);
+    }
+
+    fn any_token<'t>(&self, tokens: &'t Tokens, env: &impl Env) -> Option<(String, &'t str)> {
+        self.accounts
+            .iter()
+            .find_map(|a| tokens.access_token(a, env.now_ms()).map(|t| (a.clone(), t)))
+    }
+
+    /// A token manager event.
+    pub fn on_token(&mut self, env: &mut impl Env, tokens: &Tokens, ev: &TokenEvent) {
+        let TokenEvent::Ready { account } = ev else {
+            return;
+        };
+        if self.entra.is_none() && !self.users_fetching {
+            self.fetch_users(env, tokens);
+        }
+        if let Some(s) = self.subs.get(account)
+            && s.phase == Phase::Unlisted
+        {
+            self.list(env, tokens, account);
+        }
+        // Notifications acknowledged before a restart and not read yet.
+        let waiting: Vec<String> = store::keys(env, INBOX_IDS)
+            .iter()
+            .map(|k| k[INBOX_IDS.len()..].to_string())
+            .collect();
+        if !waiting.is_empty()
+            && !self
+                .pending
+                .values()
+                .any(|p| matches!(p, Pending::Read { .. }))
+        {
+            self.read(env, tokens, waiting, 0);
+        }
+    }
+
+    fn fetch_users(&mut self, env: &mut impl Env, tokens: &Tokens) {
+        let Some((account, token)) = self.any_token(tokens, env) else {
+            return;
+        };
+        let id = env.http_start(users::list_request(&self.cfg.graph_url, token));
+        self.pending.insert(
+            id,
+            Pending::Users {
+                account,
+                so_far: Vec::new(),
+            },
+        );
+        self.users_fetching = true;
+    }
+
+    fn list(&mut self, env: &mut impl Env, tokens: &Tokens, account: &str) {
+        let Some(token) = tokens.access_token(account, env.now_ms()) else {
+            return;
+        };
+        if self.cfg.urls.is_none() {
+            return;
+        }
+        let id = env.http_start(subs::list_request(&self.cfg.graph_url, token));
+        self.pending.insert(
+            id,
+            Pending::List {
+                account: account.to_string(),
+            },
+        );
+        if let Some(s) = self.subs.get_mut(account) {
+            s.phase = Phase::Busy;
+        }
+    }
+
+    /// Reads the presence of `ids` (chunks of 650) and applies it.
+    fn read(&mut self, env: &mut impl Env, tokens: &Tokens, ids: Vec<String>, attempt: u32) {
+        let Some((_, token)) = self.any_token(tokens, env) else {
+            return;
+        };
+        for (chunk, req) in
+            ids.chunks(presence::MAX_IDS)
+                .zip(presence::requests(&self.cfg.graph_url, token, &ids))
+        {
+            let id = env.http_start(req);
+            self.pending.insert(
+                id,
+                Pending::Read {
+                    ids: chunk.to_vec(),
+                    attempt,
+                },
+            );
+        }
+    }
+
+    /// Reconciles every matched user (or `only`) once the current burst of events settled,
+    /// so that several reasons to read within a moment cost one read.
+    fn reconcile(&mut self, env: &mut impl Env, _tokens: &Tokens, only: Option<Vec<String>>) {
+        match only {
+            Some(ids) => self.read_due.extend(ids),
+            None => self.read_all_due = true,
+        }
+        self.settle(env);
+    }
+
+    fn settle(&mut self, env: &mut impl Env) {
+        if !self.settle_timer {
+            env.timer_set(self.cfg.settle_ms, &timer_tag("settle", ""));
+            self.settle_timer = true;
+        }
+    }
+
+    fn schedule_rematch(&mut self, env: &mut impl Env) {
+        self.rematch_due = true;
+        self.settle(env);
+    }
+
+    fn settled(&mut self, env: &mut impl Env, pbx: &mut Pbx, tokens: &Tokens) {
+        self.settle_timer = false;
+        if std::mem::take(&mut self.rematch_due) {
+            self.rematch(env, pbx, tokens);
+        }
+        let ids: Vec<String> = if std::mem::take(&mut self.read_all_due) {
+            self.read_due.clear();
+            self.matched.keys().cloned().collect()
+        } else {
+            std::mem::take(&mut self.read_due)
+                .into_iter()
+                .filter(|id| self.matched.contains_key(id))
+                .collect()
+        };
+        if !ids.is_empty() {
+            self.read(env, tokens, ids, 0);
+        }
+    }
+
+    /// A PBX event.
+    pub fn on_pbx(&mut self, env: &mut impl Env, pbx: &mut Pbx, tokens: &Tokens, ev: &PbxEvent) {
+        match ev {
+            PbxEvent::Connected { .. } => {
+                // The PBX may have restarted and lost our items: write everyone again.
+                self.force.extend(self.matched.keys().cloned());
+                self.reconcile(env, tokens, None);
+            }
+            PbxEvent::UsersLoaded { pbx: name, .. } => {
+                for row in crate::pbx::users::list(env, name) {
+                    let _ = pbx.check_licence(env, &row.guid);
+                }
+                self.schedule_rematch(env);
+            }
+            PbxEvent::UserChanged { guid, .. } => {
+                let _ = pbx.check_licence(env, guid);
+                self.schedule_rematch(env);
+            }
+            PbxEvent::UserRemoved { .. } | PbxEvent::Licence { changed: true, .. } => {
+                self.schedule_rematch(env)
+            }
+            _ => {}
+        }
+    }
+
+    fn pbx_rows(env: &mut impl Env) -> Vec<UserRow> {
+        // The same user may be replicated from several PBXs; one row per guid.
+        let mut rows: BTreeMap<String, UserRow> = BTreeMap::new();
+        store::for_each(env, "user/row/", |_, v| {
+            if let Ok(r) = serde_json::from_slice::<UserRow>(v) {
+                rows.entry(r.guid.clone()).or_insert(r);
+            }
+        });
+        rows.into_values().collect()
+    }
+
+    /// Matches again and acts on the difference.
+    fn rematch(&mut self, env: &mut impl Env, pbx: &mut Pbx, tokens: &Tokens) {
+        let Some(entra) = &self.entra else {
+            return;
+        };
+        let rows = Self::pbx_rows(env);
+        let lic: BTreeMap<String, bool> = rows
+            .iter()
+            .map(|r| (r.guid.clone(), licence::get(env, &r.guid) == Some(true)))
+            .collect();
+        let outcome = matching::run(&self.cfg.matching, &rows, entra, |g| {
+            lic.get(g).copied().unwrap_or(false)
+        });
+        matching::store(env, &outcome);
+        env.gauge_set("presence_matched_users", &[], outcome.matched.len() as f64);
+        env.gauge_set(
+            "presence_unmatched_users",
+            &[],
+            outcome.problems.len() as f64,
+        );
+        let added: Vec<String> = outcome
+            .matched
+            .keys()
+            .filter(|id| !self.matched.contains_key(*id))
+            .cloned()
+            .collect();
+        let gone: Vec<Matched> = self
+            .matched
+            .values()
+            .filter(|m| !outcome.matched.contains_key(&m.id))
+            .cloned()
+            .collect();
+        // A user no longer synced keeps no Teams presence in the PBX.
+        for m in &gone {
+            let applied: Option<Applied> = store::get_json(env, &applied_key(&m.id));
+            if applied
+                .and_then(|a| a.activity)
+                .is_some_and(|a| !a.is_empty())
+            {
+                let _ = pbx.set_presence(env, Some(&m.loc), &m.guid, "", "");
+            }
+            env.kv_delete(&applied_key(&m.id));
+        }
+        if !added.is_empty() || !gone.is_empty() {
+            env.log(
+                Level::Info,
+                target::APP,
+                &format!(
+                    "matching: {} users synced ({} added, {} removed), {} not synced",
+                    outcome.matched.len(),
+                    added.len(),
+                    gone.len(),
+                    outcome.problems.len()
+                ),
+            );
+        }
+        self.matched = outcome.matched;
+        if !added.is_empty() {
+            self.reconcile(env, tokens, Some(added));
+        }
+        self.plan(env, tokens);
+    }
+
+    /// Spreads the matched users over the accounts (a user stays where it is) and brings each
+    /// account's subscription in line.
+    fn plan(&mut self, env: &mut impl Env, tokens: &Tokens) {
+        if self.cfg.urls.is_none() || self.entra.is_none() {
+            return;
+        }
+        let mut assigned: BTreeSet<String> = BTreeSet::new();
+        for s in self.subs.values_mut() {
+            s.desired.retain(|id| self.matched.contains_key(id));
+            s.desired.retain(|id| assigned.insert(id.clone()));
+        }
+        let mut overflow = 0usize;
+        for id in self.matched.keys() {
+            if assigned.contains(id) {
+                continue;
+            }
+            match self
+                .subs
+                .values_mut()
+                .filter(|s| s.desired.len() < subs::MAX_IDS)
+                .min_by_key(|s| s.desired.len())
+            {
+                Some(s) => s.desired.push(id.clone()),
+                None => overflow += 1,
+            }
+        }
+        if overflow > 0 {
+            env.log(
+                Level::Warn,
+                target::APP,
+                &format!(
+                    "{overflow} matched users exceed the capacity of {} Teams accounts (650 each); add an account",
+                    self.accounts.len()
+                ),
+            );
+        }
+        env.gauge_set("presence_unwatched_users", &[], overflow as f64);
+        for a in self.accounts.clone() {
+            self.converge(env, tokens, &a);
+        }
+    }
+
+    fn converge(&mut self, env: &mut impl Env, tokens: &Tokens, account: &str) {
+        let Some(s) = self.subs.get_mut(account) else {
+            return;
+        };
+        if s.phase != Phase::Idle {
+            return;
+        }
+        s.desired.sort();
+        let Some(token) = tokens.access_token(account, env.now_ms()) else {
+            return;
+        };
+        let graph = self.cfg.graph_url.clone();
+        match &s.record {
+            Some(r) if r.ids == s.desired => {}
+            // Never two subscriptions for one account: the old one goes first.
+            Some(r) => {
+                let req = subs::delete_request(&graph, token, &r.id);
+                s.phase = Phase::Busy;
+                let id = env.http_start(req);
+                self.pending.insert(
+                    id,
+                    Pending::Delete {
+                        account: account.to_string(),
+                    },
+                );
+            }
+            None if s.desired.is_empty() => {}
+            None => {
+                let ids = s.desired.clone();
+                s.phase = Phase::Busy;
+                let cert = if self.cfg.rich {
+                    certificate(env)
+                } else {
+                    None
+                };
+                let client_state = format!("{:016x}{:016x}", env.random_u64(), env.random_u64());
+                let expiry = self.graph_now(env) + self.cfg.lifetime_ms;
+                let Some(urls) = &self.cfg.urls else {
+                    return;
+                };
+                let req = subs::create_request(
+                    &graph,
+                    token,
+                    &ids,
+                    urls,
+                    expiry,
+                    &client_state,
+                    cert.as_ref(),
+                );
+                let id = env.http_start(req);
+                self.pending.insert(
+                    id,
+                    Pending::Create {
+                        account: account.to_string(),
+                        ids,
+                        client_state,
+                        rich: cert.is_some(),
+                    },
+                );
+            }
+        }
+    }
+
+    fn renew(&mut self, env: &mut impl Env, tokens: &Tokens, account: &str) {
+        let now = self.graph_now(env);
+        let Some(s) = self.subs.get_mut(account) else {
+            return;
+        };
+        if s.phase != Phase::Idle {
+            return;
+        }
+        let Some(r) = &s.record else {
+            return;
+        };
+        if r.expiry_ms <= now {
+            // Expired subscriptions cannot be revived (graph.md §3.5): create a new one.
+            env.log(
+                Level::Warn,
+                target::GRAPH,
+                &format!("account `{account}`: subscription expired; recreating"),
+            );
+            s.record = None;
+            env.kv_delete(&sub_key(account));
+            self.converge(env, tokens, account);
+            return;
+        }
+        let Some(token) = tokens.access_token(account, env.now_ms()) else {
+            return;
+        };
+        let req = subs::renew_request(
+            &self.cfg.graph_url,
+            token,
+            &r.id,
+            now + self.cfg.lifetime_ms,
+        );
+        s.phase = Phase::Busy;
+        let id = env.http_start(req);
+        self.pending.insert(
+            id,
+            Pending::Renew {
+                account: account.to_string(),
+            },
+        );
+    }
+
+    /// A timer; `false` if not this module's.
+    pub fn on_timer(
+        &mut self,
+        env: &mut impl Env,
+        pbx: &mut Pbx,
+        tokens: &Tokens,
+        id: TimerId,
+        tag: &str,
+    ) -> bool {
+        let Some(rest) = tag.strip_prefix(TIMER_PREFIX) else {
+            return false;
+        };
+        let (kind, account) = rest.split_once(':').unwrap_or((rest, ""));
+        match kind {
+            "renew" => {
+                env.timer_set(self.cfg.renew_ms, tag);
+                for a in self.accounts.clone() {
+                    self.renew(env, tokens, &a);
+                }
+            }
+            "reconcile" => {
+                env.timer_set(self.cfg.reconcile_ms, tag);
+                self.reconcile(env, tokens, None);
+            }
+            "licence" => {
+                env.timer_set(self.cfg.licence_ms, tag);
+                for row in Self::pbx_rows(env) {
+                    let _ = pbx.check_licence(env, &row.guid);
+                }
+            }
+            "users" => {
+                env.timer_set(self.cfg.users_ms, tag);
+                if !self.users_fetching {
+                    self.fetch_users(env, tokens);
+                }
+            }
+            "retry-users" => self.fetch_users(env, tokens),
+            "settle" => self.settled(env, pbx, tokens),
+            "retry-sub" => {
+                if let Some(s) = self.subs.get_mut(account) {
+                    if s.phase == Phase::Busy {
+                        s.phase = Phase::Idle;
+                    }
+                    if s.phase == Phase::Unlisted {
+                        self.list(env, tokens, account);
+                    } else {
+                        self.converge(env, tokens, account);
+                    }
+                }
+            }
+            "retry-read" => {
+                if let Some((ids, attempt)) = self.retry_reads.remove(&id) {
+                    self.read(env, tokens, ids, attempt);
+                }
+            }
+            _ => {}
+        }
+        true
+    }
+
+    fn retry_sub(&mut self, env: &mut impl Env, account: &str, e: &GraphError, unlisted: bool) {
+        let Some(s) = self.subs.get_mut(account) else {
+            return;
+        };
+        s.attempt += 1;
+        s.phase = if unlisted {
+            Phase::Unlisted
+        } else {
+            Phase::Busy
+        };
+        let delay = api::retry_delay_ms(e, s.attempt, env.random_u64());
+        env.log(
+            Level::Warn,
+            target::GRAPH,
+            &format!(
+                "account `{account}`: subscription call failed ({e}); retrying in {} s",
+                delay / 1000
+            ),
+        );
+        env.timer_set(delay, &timer_tag("retry-sub", account));
+    }
+
+    /// An HTTP completion; `false` if not this module's.
+    pub fn on_response(
+        &mut self,
+        env: &mut impl Env,
+        pbx: &mut Pbx,
+        tokens: &Tokens,
+        id: RequestId,
+        result: &Result<HttpResponse, HttpError>,
+    ) -> bool {
+        let Some(p) = self.pending.remove(&id) else {
+            return false;
+        };
+        let resp = match result {
+            Ok(r) => {
+                self.note_date(env, r);
+                r.clone()
+            }
+            // No answer: treat like a server error (backoff, retry).
+            Err(e) => HttpResponse::text(503, &format!("{e:?}")),
+        };
+        match p {
+            Pending::Users {
+                account,
+                mut so_far,
+            } => match users::parse_page(&resp) {
+                Ok(page) => {
+                    so_far.extend(page.users);
+                    match (page.next_link, tokens.access_token(&account, env.now_ms())) {
+                        (Some(link), Some(t)) => {
+                            let id = env.http_start(users::next_request(&link, t));
+                            self.pending.insert(id, Pending::Users { account, so_far });
+                        }
+                        _ => {
+                            self.users_fetching = false;
+                            self.users_attempt = 0;
+                            env.log(
+                                Level::Info,
+                                target::GRAPH,
+                                &format!("{} Entra users read", so_far.len()),
+                            );
+                            self.entra = Some(so_far);
+                            self.schedule_rematch(env);
+                            for a in self.accounts.clone() {
+                                if self
+                                    .subs
+                                    .get(&a)
+                                    .is_some_and(|s| s.phase == Phase::Unlisted)
+                                {
+                                    self.list(env, tokens, &a);
+                                }
+                            }
+                            self.reconcile(env, tokens, None);
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.users_fetching = false;
+                    self.users_attempt += 1;
+                    let delay = api::retry_delay_ms(&e, self.users_attempt, env.random_u64());
+                    env.log(
+                        Level::Warn,
+                        target::GRAPH,
+                        &format!(
+                            "reading Entra users failed ({e}); retrying in {} s",
+                            delay / 1000
+                        ),
+                    );
+                    env.timer_set(delay, &timer_tag("retry-users", ""));
+                }
+            },
+            Pending::Read { ids, attempt } => match presence::parse(&resp) {
+                Ok(list) => {
+                    for p in &list {
+                        self.apply(env, pbx, p);
+                    }
+                    for i in &ids {
+                        env.kv_delete(&format!("{INBOX_IDS}{}", store::segment(i)));
+                    }
+                }
+                Err(e) if e.transient() || e.status == 401 => {
+                    let delay = api::retry_delay_ms(&e, attempt + 1, env.random_u64());
+                    env.counter_add(
+                        "graph_throttled_total",
+                        &[("call", "getPresencesByUserId")],
+                        1,
+                    );
+                    let t = env.timer_set(delay, &timer_tag("retry-read", ""));
+                    self.retry_reads.insert(t, (ids, attempt + 1));
+                }
+                Err(e) => env.log(
+                    Level::Error,
+                    target::GRAPH,
+                    &format!("reading presence of {} users failed: {e}", ids.len()),
+                ),
+            },
+            Pending::List { account } => match subs::parse_list(&resp) {
+                Ok(list) => self.adopt(env, tokens, &account, list),
+                Err(e) => self.retry_sub(env, &account, &e, true),
+            },
+            Pending::Create {
+                account,
+                ids,
+                client_state,
+                rich,
+            } => match subs::parse_subscription(&resp) {
+                Ok((sid, expiry_ms)) => {
+                    let record = Record {
+                        id: sid,
+                        expiry_ms,
+                        client_state,
+                        ids: ids.clone(),
+                        rich,
+                    };
+                    store::set_json(env, &sub_key(&account), &record);
+                    env.log(
+                        Level::Info,
+                        target::GRAPH,
+                        &format!(
+                            "account `{account}`: presence subscription {} for {} users, expires {}",
+                            record.id,
+                            ids.len(),
+                            subs::iso(expiry_ms)
+                        ),
+                    );
+                    if let Some(s) = self.subs.get_mut(&account) {
+                        s.record = Some(record);
+                        s.phase = Phase::Idle;
+                        s.attempt = 0;
+                    }
+                    // Changes between the old subscription and this one were not notified.
+                    self.reconcile(env, tokens, Some(ids));
+                    self.converge(env, tokens, &account);
+                }
+                Err(e) if e.status == 409 => {
+                    // Someone else's subscription for this account: list, adopt or delete.
+                    env.log(
+                        Level::Warn,
+                        target::GRAPH,
+                        &format!(
+                            "account `{account}`: 409 on create; listing existing subscriptions"
+                        ),
+                    );
+                    if let Some(s) = self.subs.get_mut(&account) {
+                        s.phase = Phase::Unlisted;
+                    }
+                    self.list(env, tokens, &account);
+                }
+                Err(e) => self.retry_sub(env, &account, &e, false),
+            },
+            Pending::Renew { account } => {
+                match subs::parse_subscription(&resp) {
+                    Ok((_, expiry_ms)) => {
+                        if let Some(s) = self.subs.get_mut(&account) {
+                            s.phase = Phase::Idle;
+                            s.attempt = 0;
+                            if let Some(r) = &mut s.record {
+                                r.expiry_ms = expiry_ms;
+                                store::set_json(env, &sub_key(&account), r);
+                            }
+                        }
+                        self.converge(env, tokens, &account);
+                    }
+                    Err(e) if e.status == 404 => {
+                        env.log(
+                        Level::Warn,
+                        target::GRAPH,
+                        &format!("account `{account}`: subscription is gone (404 on renew); recreating"),
+                    );
+                        env.kv_delete(&sub_key(&account));
+                        if let Some(s) = self.subs.get_mut(&account) {
+                            s.record = None;
+                            s.phase = Phase::Idle;
+                        }
+                        self.converge(env, tokens, &account);
+                    }
+                    Err(e) => self.retry_sub(env, &account, &e, false),
+                }
+            }
+            Pending::Delete { account } => {
+                let outcome = api::check(&resp).map(|_| ());
+                let Some(s) = self.subs.get_mut(&account) else {
+                    return true;
+                };
+                match outcome {
+                    // 404: already gone, which is what we wanted.
+                    Ok(()) => {}
+                    Err(e) if e.status == 404 => {}
+                    Err(e) => {
+                        s.deleting = s.deleting.saturating_sub(1);
+                        self.retry_sub(env, &account, &e, true);
+                        return true;
+                    }
+                }
+                if s.deleting > 0 {
+                    s.deleting -= 1;
+                } else {
+                    s.record = None;
+                    env.kv_delete(&sub_key(&account));
+                }
+                if s.deleting == 0 {
+                    s.phase = Phase::Idle;
+                    self.converge(env, tokens, &account);
+                }
+            }
+            Pending::Jwks => {
+                self.jwks_fetching = false;
+                self.jwks_fetched_ms = Some(env.now_ms());
+                match api::check(&resp) {
+                    Ok(r) => {
+                        self.jwks = notif::parse_jwks(&r.body);
+                        self.drain_rich_inbox(env, pbx, tokens);
+                    }
+                    Err(e) => {
+                        env.log(
+                            Level::Warn,
+                            target::GRAPH,
+                            &format!("fetching the validation-token keys failed: {e}; re-reading presence instead"),
+                        );
+                        // The clientState matched; reading the users' presence is safe.
+                        let mut ids = BTreeSet::new();
+                        let mut doomed = Vec::new();
+                        store::for_each(env, INBOX_RICH, |k, v| {
+                            doomed.push(k.to_string());
+                            if let Some(c) = notif::parse(v) {
+                                ids.extend(c.items.into_iter().map(|i| i.resource_id));
+                            }
+                        });
+                        for k in doomed {
+                            env.kv_delete(&k);
+                        }
+                        ids.remove("");
+                        self.read(env, tokens, ids.into_iter().collect(), 0);
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Adopts this account's live subscription (if it is the one we stored and points at us),
+    /// deletes every other presence subscription of the account (never a 409 later).
+    fn adopt(
+        &mut self,
+        env: &mut impl Env,
+        tokens: &Tokens,
+        account: &str,
+        list: Vec<subs::Listed>,
+    ) {
+        let ours = self
+            .cfg
+            .urls
+            .as_ref()
+            .map(|u| u.notification.clone())
+            .unwrap_or_default();
+        let Some(token) = tokens
+            .access_token(account, env.now_ms())
+            .map(str::to_string)
+        else {
+            return;
+        };
+        let Some(s) = self.subs.get_mut(account) else {
+            return;
+        };
+        let keep = s.record.as_ref().and_then(|r| {
+            list.iter()
+                .find(|l| l.id == r.id && l.notification_url == ours)
+                .map(|l| l.id.clone())
+        });
+        if keep.is_none() && s.record.take().is_some() {
+            env.kv_delete(&sub_key(account));
+        }
+        let doomed: Vec<String> = list
+            .iter()
+            .filter(|l| l.is_presence() && Some(&l.id) != keep.as_ref())
+            .map(|l| l.id.clone())
+            .collect();
+        s.deleting = doomed.len();
+        s.attempt = 0;
+        s.phase = if doomed.is_empty() {
+            Phase::Idle
+        } else {
+            Phase::Busy
+        };
+        for sid in &doomed {
+            env.log(
+                Level::Info,
+                target::GRAPH,
+                &format!(
+                    "account `{account}`: deleting presence subscription {sid} found at start"
+                ),
+            );
+            let id = env.http_start(subs::delete_request(&self.cfg.graph_url, &token, sid));
+            self.pending.insert(
+                id,
+                Pending::Delete {
+                    account: account.to_string(),
+                },
+            );
+        }
+        if keep.is_some() {
+            env.log(
+                Level::Info,
+                target::GRAPH,
+                &format!("account `{account}`: adopting the live presence subscription"),
+            );
+            if doomed.is_empty() {
+                self.renew(env, tokens, account);
+            }
+        } else if doomed.is_empty() {
+            self.converge(env, tokens, account);
+        }
+        // Whatever happened before this start was not notified to us.
+        if let Some(s) = self.subs.get(account)
+            && let Some(r) = &s.record
+        {
+            let ids = r.ids.clone();
+            self.reconcile(env, tokens, Some(ids));
+        }
+    }
+
+    /// Writes one Teams presence into the PBX if it is newer and different.
+    fn apply(&mut self, env: &mut impl Env, pbx: &mut Pbx, p: &Presence) {
+        // Graph compares ids case-insensitively; ours are stored as Graph listed them.
+        let Some(m) = self
+            .matched
+            .get(&p.id)
+            .or_else(|| {
+                self.matched
+                    .values()
+                    .find(|m| m.id.eq_ignore_ascii_case(&p.id))
+            })
+            .cloned()
+        else {
+            return;
+        };
+        let key = applied_key(&m.id);
+        let mut applied: Applied = store::get_json(env, &key).unwrap_or_default();
+        if let (Some(new), Some(old)) = (&p.sequence_number, &applied.seq)
+            && !newer(new, old)
+        {
+            env.counter_add(
+                "presence_updates_dropped_total",
+                &[("reason", "out-of-order")],
+                1,
+            );
+            return;
+        }
+        let Some(target) = map(&p.activity, &p.availability) else {
+            env.log(
+                Level::Debug,
+                target::APP,
+                &format!(
+                    "unknown Teams presence {}/{}; PBX unchanged",
+                    p.availability, p.activity
+                ),
+            );
+            return;
+        };
+        let activity = match target {
+            PbxPresence::Unset => "",
+            PbxPresence::Set(a) => a,
+        };
+        if p.sequence_number.is_some() {
+            applied.seq = p.sequence_number.clone();
+        }
+        let forced = self.force.remove(&m.id);
+        if applied.activity.as_deref() == Some(activity) && !forced {
+            store::set_json(env, &key, &applied);
+            return;
+        }
+        match pbx.set_presence(env, Some(&m.loc), &m.guid, activity, "") {
+            Ok(_) => {
+                applied.activity = Some(activity.to_string());
+                env.counter_add("presence_pbx_writes_total", &[], 1);
+            }
+            Err(e) => {
+                // Not written: the next reconciliation tries again.
+                applied.activity = None;
+                env.log(
+                    Level::Debug,
+                    target::APP,
+                    &format!("presence of {} not written: {e}", m.name),
+                );
+            }
+        }
+        store::set_json(env, &key, &applied);
+    }
+
+    /// `POST /subscriptions` or `/lifecycle` from Graph. Always answered at once: the
+    /// handshake with the token, everything else 202 after it was processed or stored.
+    pub fn on_notification(
+        &mut self,
+        env: &mut impl Env,
+        pbx: &mut Pbx,
+        tokens: &Tokens,
+        req: &InboundRequest,
+    ) -> HttpResponse {
+        if let Some(token) = notif::validation_token(&req.query) {
+            let mut r = HttpResponse::text(200, &token);
+            r.headers = vec![crate::event::Header::new("content-type", "text/plain")];
+            return r;
+        }
+        let accepted = HttpResponse {
+            status: 202,
+            headers: vec![],
+            body: vec![],
+        };
+        env.counter_add("graph_notifications_total", &[], 1);
+        let Some(c) = notif::parse(&req.body) else {
+            self.forged(env, req, "not a notification collection");
+            return accepted;
+        };
+        let mut valid = Collection {
+            validation_tokens: c.validation_tokens.clone(),
+            items: Vec::new(),
+        };
+        for it in c.items {
+            let owner = self.subs.iter().find_map(|(a, s)| {
+                s.record
+                    .as_ref()
+                    .filter(|r| r.id == it.subscription_id)
+                    .map(|r| (a.clone(), r.client_state.clone()))
+            });
+            match owner {
+                None => self.forged(env, req, "unknown subscription"),
+                Some((_, cs)) if !notif::same_secret(&cs, &it.client_state) => {
+                    self.forged(env, req, "wrong clientState")
+                }
+                Some((account, _)) => match it.lifecycle_event.as_deref() {
+                    Some(ev) => self.lifecycle(env, tokens, &account, ev),
+                    None => valid.items.push(it),
+                },
+            }
+        }
+        if valid.items.is_empty() {
+            return accepted;
+        }
+        if valid.items.iter().any(|i| i.encrypted.is_some()) {
+            // Stored first: acknowledged only what survives a restart.
+            let n = store::get_u64(env, "inbox/rich-next").unwrap_or(0);
+            store::set_u64(env, "inbox/rich-next", n + 1);
+            env.kv_set(&format!("{INBOX_RICH}{n:016}"), &req.body);
+            self.drain_rich_inbox(env, pbx, tokens);
+        } else {
+            let ids: Vec<String> = valid
+                .items
+                .iter()
+                .map(|i| i.resource_id.clone())
+                .filter(|i| !i.is_empty())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            for i in &ids {
+                env.kv_set(&format!("{INBOX_IDS}{}", store::segment(i)), b"");
+            }
+            self.read(env, tokens, ids, 0);
+        }
+        accepted
+    }
+
+    fn forged(&mut self, env: &mut impl Env, req: &InboundRequest, why: &str) {
+        env.counter_add("graph_notifications_rejected_total", &[("reason", why)], 1);
+        env.log(
+            Level::Warn,
+            target::GRAPH,
+            &format!("notification from {} ignored: {why}", req.peer),
+        );
+    }
+
+    fn lifecycle(&mut self, env: &mut impl Env, tokens: &Tokens, account: &str, event: &str) {
+        env.log(
+            Level::Info,
+            target::GRAPH,
+            &format!("account `{account}`: lifecycle event {event}"),
+        );
+        match event {
+            // Product decision: renewing by PATCH only, never PATCH plus reauthorize.
+            "reauthorizationRequired" => self.renew(env, tokens, account),
+            "subscriptionRemoved" => {
+                env.kv_delete(&sub_key(account));
+                if let Some(s) = self.subs.get_mut(account) {
+                    s.record = None;
+                }
+                self.converge(env, tokens, account);
+            }
+            _ => {
+                let ids = self.subs.get(account).map(|s| s.desired.clone());
+                self.reconcile(env, tokens, ids);
+            }
+        }
+    }
+
+    /// Processes stored rich notifications whose tokens can be checked now.
+    fn drain_rich_inbox(&mut self, env: &mut impl Env, pbx: &mut Pbx, tokens: &Tokens) {
+        let mut entries = Vec::new();
+        store::for_each(env, INBOX_RICH, |k, v| {
+            entries.push((k.to_string(), v.to_vec()))
+        });
+        for (key, body) in entries {
+            let Some(c) = notif::parse(&body) else {
+                env.kv_delete(&key);
+                continue;
+            };
+            match self.check_tokens(env, &c) {
+                TokenCheck::NeedKeys => {
+                    if !self.jwks_fetching {
+                        let url = format!(
+                            "{}/common/discovery/v2.0/keys",
+                            self.cfg.login_url.trim_end_matches('/')
+                        );
+                        let id = env.http_start(crate::event::HttpRequest {
+                            method: "GET".into(),
+                            url,
+                            headers: vec![],
+                            body: vec![],
+                            timeout_ms: api::TIMEOUT_MS,
+                        });
+                        self.pending.insert(id, Pending::Jwks);
+                        self.jwks_fetching = true;
+                    }
+                    return;
+                }
+                TokenCheck::Bad(why) => {
+                    env.kv_delete(&key);
+                    env.counter_add(
+                        "graph_notifications_rejected_total",
+                        &[("reason", "validation token")],
+                        1,
+                    );
+                    env.log(
+                        Level::Warn,
+                        target::GRAPH,
+                        &format!("rich notification ignored: {why}"),
+                    );
+                }
+                TokenCheck::Ok => {
+                    env.kv_delete(&key);
+                    self.process_rich(env, pbx, tokens, &c);
+                }
+            }
+        }
+    }
+
+    fn check_tokens(&mut self, env: &mut impl Env, c: &Collection) -> TokenCheck {
+        let Some(list) = c.validation_tokens.as_ref().filter(|l| !l.is_empty()) else {
+            return TokenCheck::Bad(
+                "no validationTokens (is appRoleAssignmentRequired set on the app?)".into(),
+            );
+        };
+        let now = env.now_ms();
+        for t in list {
+            let Some(jwt) = notif::parse_jwt(t) else {
+                return TokenCheck::Bad("malformed validation token".into());
+            };
+            if let Err(e) = notif::check_claims(&jwt, &self.cfg.client_id, now) {
+                return TokenCheck::Bad(e);
+            }
+            let Some((_, key)) = self.jwks.iter().find(|(k, _)| *k == jwt.kid) else {
+                // An unknown key id: the key set rotated (or was never fetched).
+                // Refetched at most every 5 minutes, so forged key ids cannot cause a storm.
+                let stale = self
+                    .jwks_fetched_ms
+                    .is_none_or(|at| now.saturating_sub(at) > 300_000);
+                return if self.jwks_fetching || stale {
+                    TokenCheck::NeedKeys
+                } else {
+                    TokenCheck::Bad(format!("unknown signing key {}", jwt.kid))
+                };
+            };
+            if !env.key_verify_rs256(key, &jwt.signed, &jwt.signature) {
+                return TokenCheck::Bad("validation token signature does not verify".into());
+            }
+        }
+        TokenCheck::Ok
+    }
+
+    fn process_rich(&mut self, env: &mut impl Env, pbx: &mut Pbx, tokens: &Tokens, c: &Collection) {
+        let encs: Vec<&notif::Encrypted> = c
+            .items
+            .iter()
+            .filter_map(|i| i.encrypted.as_ref())
+            .collect();
+        let keys: Vec<Vec<u8>> = encs.iter().map(|e| e.data_key.clone()).collect();
+        // One host call for the whole POST.
+        let sym = match env.key_rsa_oaep_decrypt(CERT_KEY, OaepHash::Sha1, &keys) {
+            Ok(s) => s,
+            Err(e) => {
+                env.log(
+                    Level::Error,
+                    target::GRAPH,
+                    &format!("decrypting notification keys failed: {e:?}"),
+                );
+                let ids: Vec<String> = c.items.iter().map(|i| i.resource_id.clone()).collect();
+                self.read(env, tokens, ids, 0);
+                return;
+            }
+        };
+        for (enc, key) in encs.iter().zip(sym) {
+            let plain = key
+                .map_err(|e| format!("{e:?}"))
+                .and_then(|k| notif::decrypt(&k, enc).map_err(|e| format!("{e:?}")));
+            match plain.map(|p| serde_json::from_slice::<Presence>(&p)) {
+                Ok(Ok(p)) => self.apply(env, pbx, &p),
+                Ok(Err(e)) => env.log(
+                    Level::Warn,
+                    target::GRAPH,
+                    &format!("rich notification content unreadable: {e}"),
+                ),
+                Err(e) => {
+                    env.counter_add(
+                        "graph_notifications_rejected_total",
+                        &[("reason", "decryption")],
+                        1,
+                    );
+                    env.log(
+                        Level::Warn,
+                        target::GRAPH,
+                        &format!("rich notification not decrypted: {e}"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// What the status page shows.
+    pub fn status(&self, env: &mut impl Env) -> Value {
+        let accounts: Vec<Value> = self
+            .subs
+            .iter()
+            .map(|(a, s)| {
+                json!({
+                    "account": a,
+                    "phase": format!("{:?}", s.phase).to_lowercase(),
+                    "subscription": s.record.as_ref().map(|r| r.id.clone()),
+                    "expires": s.record.as_ref().map(|r| subs::iso(r.expiry_ms)),
+                    "users": s.record.as_ref().map(|r| r.ids.len()).unwrap_or(0),
+                    "rich": s.record.as_ref().map(|r| r.rich),
+                })
+            })
+            .collect();
+        json!({
+            "entra_users": self.entra.as_ref().map(Vec::len),
+            "matched": self.matched.len(),
+            "not_matched": matching::problems(env, 200),
+            "subscriptions": accounts,
+            "clock_skew_ms": self.skew_ms,
+        })
+    }
+}
+
+enum TokenCheck {
+    Ok,
+    NeedKeys,
+    Bad(String),
+}
+
+/// The host-held certificate for rich notifications (created on first use); `None` if the
+/// host cannot provide one (then plain notifications are used, with a warning).
+fn certificate(env: &mut impl Env) -> Option<Certificate> {
+    if !env.key_exists(CERT_KEY)
+        && let Err(e) = env.key_generate_rsa(CERT_KEY, 2048)
+    {
+        env.log(
+            Level::Error,
+            target::GRAPH,
+            &format!("no key pair for rich notifications ({e:?}); using plain notifications"),
+        );
+        return None;
+    }
+    match env.key_self_signed_certificate(CERT_KEY, "microsoft365 connector", 365) {
+        Ok(der) => Some(Certificate {
+            base64: notif::base64(&der),
+            id: CERT_KEY.into(),
+        }),
+        Err(e) => {
+            env.log(
+                Level::Error,
+                target::GRAPH,
+                &format!(
+                    "no certificate for rich notifications ({e:?}); using plain notifications"
+                ),
+            );
+            None
+        }
+    }
+}

@@ -1,0 +1,680 @@
+//! Teams -> PBX presence (F1) in-process against both independent fakes: the fake PBX dials
+//! the connector and replicates its users, the fake Microsoft 365 answers Graph calls, runs the
+//! subscription handshake and posts notifications. This file only shuttles bytes and time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use fake_m365::{
+    AppReg, Config, Fake, Fault, FaultKind, Handled, OutboundResult, Request, UserSpec,
+};
+use fake_pbx::login::AppObject;
+use fake_pbx::pbx::{NodeConfig, Output, default_apis};
+use fake_pbx::users::User;
+use microsoft365::event::{
+    Header, HttpError, HttpResponse, InboundRequest, InitInfo, RequestId, WsClosed, WsDirection,
+    WsFrame, WsOpen,
+};
+use microsoft365::testenv::TestEnv;
+use microsoft365::{Connector, Event};
+
+const START_MS: u64 = 1_750_000_000_000;
+const LICENCE: &str = "App(innovaphone-microsoft365)";
+const PUBLIC: &str = "https://connector.example.com";
+const PREFIX: &str = "https://connector.example.com/example.com/m365";
+
+struct World {
+    fake: Fake,
+    mclock: fake_m365::ManualClock,
+    pbx: fake_pbx::Pbx,
+    pclock: fake_pbx::ManualClock,
+    env: TestEnv,
+    c: Connector,
+    answered: usize,
+    tickets: BTreeMap<u64, RequestId>,
+    timers: BTreeMap<u64, (u64, String)>,
+    inbound: u64,
+}
+
+fn node(name: &str) -> NodeConfig {
+    NodeConfig {
+        name: name.into(),
+        dns: format!("{name}.example.com"),
+        app: AppObject {
+            sip: "m365".into(),
+            dn: "Microsoft 365 Connector".into(),
+            guid: "3954ae7854c96301c9dd009033400109".into(),
+            url: "https://ap.example.com/example.com/m365/innovaphone-microsoft365".into(),
+            password: "pwd".into(),
+            lics: None,
+            apps: vec![],
+        },
+        dial_url: None,
+        apis: default_apis(),
+        version: "14r2".into(),
+        build: "143104".into(),
+    }
+}
+
+fn person(name: &str) -> UserSpec {
+    UserSpec {
+        display_name: name.into(),
+        user_principal_name: Some(format!(
+            "{}@contoso.onmicrosoft.com",
+            name.replace(' ', ".").to_lowercase()
+        )),
+        mail: None,
+        password: Some("Passw0rd!".into()),
+        teams: Some(true),
+        id: None,
+        account_enabled: None,
+        mfa_required: false,
+        on_premises_sam_account_name: None,
+    }
+}
+
+fn target(url: &str) -> String {
+    url.split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_string()))
+        .unwrap_or_default()
+}
+
+impl World {
+    /// `people` exist on both sides (PBX cn = Entra displayName); `unlicensed` lack the PBX
+    /// licence; `accounts` service accounts sign in with passwords.
+    fn new(people: &[String], unlicensed: &[&str], accounts: usize) -> Self {
+        let mclock = fake_m365::ManualClock::new(START_MS as i64);
+        let cfg = Config {
+            delivery_latency_ms: 0,
+            ..Default::default()
+        };
+        let mut fake = Fake::new(cfg, Arc::new(mclock.clone()));
+        fake.add_app(AppReg {
+            client_id: "f1-client".into(),
+            display_name: "Connector presence".into(),
+            public_client: true,
+            delegated: vec!["Presence.Read.All".into(), "User.Read.All".into()],
+            ..Default::default()
+        });
+        let pclock = fake_pbx::ManualClock::new(START_MS);
+        let mut pbx = fake_pbx::Pbx::new("example.com", Arc::new(pclock.clone()), 7);
+        pbx.set_licence(LICENCE, 100_000);
+        let mut rows = Vec::new();
+        for (i, p) in people.iter().enumerate() {
+            fake.add_user(person(p));
+            let mut u = User::new(
+                &format!("{:032x}", i + 1),
+                &p.replace(' ', ".").to_lowercase(),
+                p,
+                if i % 3 == 2 { "slave" } else { "master" },
+            );
+            if !unlicensed.contains(&p.as_str()) {
+                u.lics.push(LICENCE.into());
+            }
+            rows.push(u);
+        }
+        pbx.add_users(rows);
+        pbx.add_node(node("master"));
+        pbx.add_node(node("slave"));
+        let mut list = Vec::new();
+        for i in 0..accounts {
+            let name = format!("Service Account {i}");
+            fake.add_user(UserSpec {
+                teams: Some(true),
+                ..person(&name)
+            });
+            list.push(serde_json::json!({
+                "name": format!("teams{i}"),
+                "username": format!("service.account.{i}@contoso.onmicrosoft.com"),
+                "password": "Passw0rd!",
+            }));
+        }
+        let mut env = TestEnv::new();
+        env.now_ms = START_MS;
+        env.set_config("presence.tenant", fake.tenant_id());
+        env.set_config("presence.client-id", "f1-client");
+        env.set_config(
+            "presence.accounts",
+            &serde_json::Value::from(list).to_string(),
+        );
+        env.set_config("presence.public-url", PUBLIC);
+        World {
+            fake,
+            mclock,
+            pbx,
+            pclock,
+            env,
+            c: Connector::new(),
+            answered: 0,
+            tickets: BTreeMap::new(),
+            timers: BTreeMap::new(),
+            inbound: 1_000_000,
+        }
+    }
+
+    fn start(&mut self) {
+        self.c = Connector::new();
+        self.c
+            .handle(&mut self.env, Event::Init(InitInfo::default_start()));
+        self.pbx.tick();
+        self.pump();
+        // Let licence answers and replication settle.
+        self.advance(5_000);
+    }
+
+    /// A host restart: sockets, timers and requests of the old guest are gone, KV stays.
+    fn restart(&mut self) {
+        self.pbx.kill("master");
+        self.pbx.kill("slave");
+        let _ = self.pbx.drain();
+        self.env.sent.clear();
+        self.env.timers.clear();
+        self.timers.clear();
+        self.tickets.clear();
+        self.answered = self.env.requests.len();
+        self.pbx.restore("master");
+        self.pbx.restore("slave");
+        self.set_time(self.env.now_ms + 60_000);
+        self.start();
+    }
+
+    fn graph_response(resp: fake_m365::Response) -> HttpResponse {
+        HttpResponse {
+            status: resp.status,
+            headers: resp
+                .headers
+                .iter()
+                .map(|(n, v)| Header::new(n, v))
+                .collect(),
+            body: resp.body,
+        }
+    }
+
+    /// Posts to the connector as Graph would; returns status, content type and body.
+    fn post_to_connector(&mut self, url: &str, body: Vec<u8>) -> (u16, Option<String>, Vec<u8>) {
+        let rest = url.strip_prefix(PREFIX).expect("our notification URL");
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        self.inbound += 1;
+        let id = self.inbound;
+        self.c.handle(
+            &mut self.env,
+            Event::HttpRequest(
+                id,
+                InboundRequest {
+                    method: "POST".into(),
+                    path: path.into(),
+                    query: query.into(),
+                    headers: vec![Header::new("content-type", "application/json")],
+                    body,
+                    peer: "52.1.2.3:443".into(),
+                },
+            ),
+        );
+        let (_, r) = self
+            .env
+            .responses
+            .iter()
+            .find(|(i, _)| *i == id)
+            .cloned()
+            .expect("answered in the same event");
+        let ct = r
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-type"))
+            .map(|h| h.value.clone());
+        (r.status, ct, r.body)
+    }
+
+    /// Shuttles PBX frames, Graph calls, webhooks and completions until all is quiet.
+    fn pump(&mut self) {
+        for _ in 0..100_000 {
+            let mut busy = false;
+            // PBX side.
+            let outs = self.pbx.drain();
+            let from_guest = std::mem::take(&mut self.env.sent);
+            let closed = std::mem::take(&mut self.env.closed);
+            busy |= !outs.is_empty() || !from_guest.is_empty() || !closed.is_empty();
+            for (ws, _, _) in closed {
+                self.pbx.on_closed(ws);
+            }
+            for (ws, f) in from_guest {
+                if let WsFrame::Text(t) = f {
+                    self.pbx.on_frame(ws, &t);
+                }
+            }
+            for o in outs {
+                match o {
+                    Output::Dial { conn, .. } => {
+                        self.c.handle(
+                            &mut self.env,
+                            Event::WsOpen(WsOpen {
+                                id: conn,
+                                direction: WsDirection::Inbound,
+                                path: "/innovaphone-microsoft365".into(),
+                                headers: vec![],
+                                peer: "127.0.0.1:1".into(),
+                            }),
+                        );
+                        self.pbx.on_connected(conn);
+                    }
+                    Output::Send { conn, text } => {
+                        self.c
+                            .handle(&mut self.env, Event::WsMessage(conn, WsFrame::Text(text)));
+                    }
+                    Output::Close { conn } | Output::CloseMidMessage { conn } => {
+                        self.c.handle(
+                            &mut self.env,
+                            Event::WsClosed(WsClosed {
+                                id: conn,
+                                code: 1006,
+                                reason: String::new(),
+                            }),
+                        );
+                        self.pbx.on_closed(conn);
+                    }
+                    #[allow(unreachable_patterns)]
+                    _ => {}
+                }
+            }
+            // Graph calls.
+            while self.answered < self.env.requests.len() {
+                busy = true;
+                let (id, req) = self.env.requests[self.answered].clone();
+                self.answered += 1;
+                let mut r = Request::new(&req.method, &target(&req.url)).body(req.body.clone());
+                for h in &req.headers {
+                    r = r.header(&h.name, &h.value);
+                }
+                match self.fake.handle(r) {
+                    Handled::Response(resp) => {
+                        let resp = Self::graph_response(resp);
+                        self.c
+                            .handle(&mut self.env, Event::HttpResponse(id, Ok(resp)));
+                    }
+                    Handled::Pending(ticket) => {
+                        self.tickets.insert(ticket, id);
+                    }
+                    Handled::Hang => {
+                        self.c.handle(
+                            &mut self.env,
+                            Event::HttpResponse(id, Err(HttpError::Timeout)),
+                        );
+                    }
+                }
+            }
+            // Webhooks (validation, notifications, lifecycle).
+            for o in self.fake.take_effects() {
+                busy = true;
+                let (status, content_type, body) = self.post_to_connector(&o.url, o.body.clone());
+                self.fake.outbound_result(
+                    o.id,
+                    OutboundResult::Status {
+                        status,
+                        content_type,
+                        body,
+                        elapsed_ms: 5,
+                    },
+                );
+            }
+            for (ticket, resp) in self.fake.take_completed() {
+                busy = true;
+                if let Some(id) = self.tickets.remove(&ticket) {
+                    let resp = Self::graph_response(resp);
+                    self.c
+                        .handle(&mut self.env, Event::HttpResponse(id, Ok(resp)));
+                }
+            }
+            // Timers the connector set are due relative to when they were set.
+            for (id, (after, tag)) in &self.env.timers {
+                self.timers
+                    .entry(*id)
+                    .or_insert((self.env.now_ms + after, tag.clone()));
+            }
+            if !busy {
+                return;
+            }
+        }
+        panic!("no quiescence");
+    }
+
+    /// Moves every clock forward, firing due timers in order.
+    fn advance(&mut self, ms: u64) {
+        let end = self.env.now_ms + ms;
+        loop {
+            let next = self
+                .timers
+                .iter()
+                .filter(|(id, _)| self.env.timers.contains_key(id))
+                .map(|(id, (due, tag))| (*due, *id, tag.clone()))
+                .filter(|(due, _, _)| *due <= end)
+                .min();
+            let Some((due, id, tag)) = next else {
+                break;
+            };
+            self.set_time(due.max(self.env.now_ms));
+            self.env.timers.remove(&id);
+            self.timers.remove(&id);
+            self.c.handle(&mut self.env, Event::Timer(id, tag));
+            self.pump();
+        }
+        self.set_time(end);
+        self.pbx.tick();
+        self.pump();
+    }
+
+    fn set_time(&mut self, ms: u64) {
+        let d = ms - self.env.now_ms;
+        self.env.now_ms = ms;
+        self.mclock.advance(d as i64);
+        self.pclock.advance(d);
+    }
+
+    fn pbx_activity(&self, guid_index: usize) -> Option<String> {
+        self.pbx
+            .stored_presence(&format!("{:032x}", guid_index + 1))
+            .iter()
+            .find(|p| p.contact == "teams:")
+            .map(|p| p.activity.clone())
+    }
+
+    fn graph_calls(&self, method: &str, path: &str) -> Vec<u16> {
+        self.fake
+            .requests()
+            .iter()
+            .filter(|r| r.method == method && r.target.split('?').next() == Some(path))
+            .map(|r| r.status)
+            .collect()
+    }
+
+    fn status(&mut self) -> serde_json::Value {
+        self.inbound += 1;
+        let id = self.inbound;
+        self.c.handle(
+            &mut self.env,
+            Event::HttpRequest(
+                id,
+                InboundRequest {
+                    method: "GET".into(),
+                    path: "/status".into(),
+                    query: String::new(),
+                    headers: vec![],
+                    body: vec![],
+                    peer: "127.0.0.1:2".into(),
+                },
+            ),
+        );
+        let body = &self.env.responses.last().unwrap().1.body;
+        serde_json::from_slice(body).unwrap()
+    }
+}
+
+fn people(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("Person {i:04}")).collect()
+}
+
+#[test]
+fn alice_in_a_meeting_shows_meeting_in_the_pbx() {
+    let names: Vec<String> = ["Alice Smith", "Bob Jones", "Carol White", "Dan Brown"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut w = World::new(&names, &["Carol White"], 1);
+    w.start();
+    assert_eq!(w.graph_calls("POST", "/v1.0/subscriptions"), vec![201]);
+    let status = w.status();
+    assert_eq!(status["presence"]["matched"], 3, "{status}");
+    let not = &status["presence"]["not_matched"];
+    assert!(
+        not.as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "Carol White" && p["reason"] == "not-pbx-licensed"),
+        "{not}"
+    );
+
+    w.fake
+        .teams_client_presence(
+            "alice.smith@contoso.onmicrosoft.com",
+            None,
+            "Busy",
+            "InAMeeting",
+        )
+        .unwrap();
+    w.advance(1_000);
+    assert_eq!(w.pbx_activity(0).as_deref(), Some("meeting"));
+    // Dan lives on the slave: routed there, in a call.
+    w.fake
+        .teams_client_presence("dan.brown@contoso.onmicrosoft.com", None, "Busy", "InACall")
+        .unwrap();
+    w.advance(1_000);
+    let dan = w.pbx_activity(3);
+    assert!(
+        dan.as_deref() == Some("on-the-phone") || dan.as_deref() == Some("busy"),
+        "{dan:?}"
+    );
+    // Unlicensed Carol is never written.
+    w.fake
+        .teams_client_presence("carol.white@contoso.onmicrosoft.com", None, "Away", "Away")
+        .unwrap();
+    w.advance(1_000);
+    assert_eq!(w.pbx_activity(2), None);
+    // Available again: the item is unset.
+    w.fake
+        .teams_client_presence(
+            "alice.smith@contoso.onmicrosoft.com",
+            None,
+            "Available",
+            "Available",
+        )
+        .unwrap();
+    w.advance(1_000);
+    assert!(w.pbx_activity(0).is_none_or(|a| a.is_empty()));
+}
+
+#[test]
+fn forged_notifications_change_nothing() {
+    let names = people(3);
+    let mut w = World::new(&names, &[], 1);
+    w.start();
+    let sub_id = w.env.kv_text("sub/teams0").map(|s| {
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        v["id"].as_str().unwrap().to_string()
+    });
+    let sub_id = sub_id.expect("subscription stored");
+    let uid = w
+        .fake
+        .user("person.0000@contoso.onmicrosoft.com")
+        .unwrap()
+        .id
+        .clone();
+    let reads_before = w
+        .graph_calls("POST", "/v1.0/communications/getPresencesByUserId")
+        .len();
+    let writes_before = w.env.counters.get("presence_pbx_writes_total").copied();
+    for (sub, cs) in [(sub_id.as_str(), "wrong"), ("unknown-sub", "x")] {
+        let body = serde_json::json!({"value":[{"subscriptionId": sub, "clientState": cs,
+            "changeType":"updated","resource": format!("communications/presences/{uid}"),
+            "resourceData": {"id": uid}}]});
+        let (status, _, _) = w.post_to_connector(
+            &format!("{PREFIX}/subscriptions"),
+            body.to_string().into_bytes(),
+        );
+        assert_eq!(status, 202);
+    }
+    let (status, _, _) =
+        w.post_to_connector(&format!("{PREFIX}/subscriptions"), b"<html>".to_vec());
+    assert_eq!(status, 202);
+    w.pump();
+    assert_eq!(
+        w.graph_calls("POST", "/v1.0/communications/getPresencesByUserId")
+            .len(),
+        reads_before
+    );
+    assert_eq!(
+        w.env.counters.get("presence_pbx_writes_total").copied(),
+        writes_before
+    );
+    let rejected: u64 = w
+        .env
+        .counters
+        .iter()
+        .filter(|(k, _)| k.starts_with("graph_notifications_rejected_total"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(rejected, 3);
+    // The handshake echoes the decoded token byte for byte, as text/plain.
+    let (status, ct, body) = w.post_to_connector(
+        &format!(
+            "{PREFIX}/subscriptions?validationToken=Validation%3A%20Testing%20client%20application"
+        ),
+        vec![],
+    );
+    assert_eq!(
+        (status, body.as_slice()),
+        (200, b"Validation: Testing client application".as_slice())
+    );
+    assert!(ct.unwrap().starts_with("text/plain"));
+}
+
+#[test]
+fn users_spread_over_three_accounts_without_conflict() {
+    let names = people(1_500);
+    let mut w = World::new(&names, &[], 3);
+    w.start();
+    assert_eq!(
+        w.graph_calls("POST", "/v1.0/subscriptions"),
+        vec![201, 201, 201]
+    );
+    let mut watched = 0;
+    for a in 0..3 {
+        let v: serde_json::Value =
+            serde_json::from_str(&w.env.kv_text(&format!("sub/teams{a}")).unwrap()).unwrap();
+        let n = v["ids"].as_array().unwrap().len();
+        assert!(n <= 650, "{n}");
+        watched += n;
+    }
+    assert_eq!(watched, 1_500);
+    w.fake
+        .teams_client_presence(
+            "person.1499@contoso.onmicrosoft.com",
+            None,
+            "DoNotDisturb",
+            "Presenting",
+        )
+        .unwrap();
+    w.advance(1_000);
+    let a = w.pbx_activity(1_499);
+    assert!(
+        a.as_deref() == Some("on-the-phone") || a.as_deref() == Some("busy"),
+        "{a:?}"
+    );
+}
+
+#[test]
+fn restart_within_the_lifetime_renews_and_never_conflicts() {
+    let names = people(5);
+    let mut w = World::new(&names, &[], 1);
+    w.start();
+    w.advance(5 * 60_000);
+    w.restart();
+    assert_eq!(w.graph_calls("POST", "/v1.0/subscriptions"), vec![201]);
+    assert!(w.fake.requests().iter().any(|r| r.method == "PATCH"
+        && r.target.starts_with("/v1.0/subscriptions/")
+        && r.status == 200));
+    assert!(w.fake.requests().iter().all(|r| r.status != 409));
+    // And sync continues.
+    w.fake
+        .teams_client_presence(
+            "person.0001@contoso.onmicrosoft.com",
+            None,
+            "Away",
+            "BeRightBack",
+        )
+        .unwrap();
+    w.advance(1_000);
+    assert_eq!(w.pbx_activity(1).as_deref(), Some("away"));
+    // The 10-minute rhythm renews by PATCH for an hour without a new POST.
+    w.advance(60 * 60_000);
+    assert_eq!(w.graph_calls("POST", "/v1.0/subscriptions"), vec![201]);
+    assert!(w.fake.requests().iter().all(|r| r.status != 409));
+}
+
+#[test]
+fn lost_kv_at_start_deletes_the_old_subscription_first() {
+    let names = people(4);
+    let mut w = World::new(&names, &[], 1);
+    w.start();
+    w.env.kv.retain(|k, _| !k.starts_with("sub/"));
+    w.restart();
+    assert_eq!(w.graph_calls("POST", "/v1.0/subscriptions"), vec![201, 201]);
+    assert_eq!(
+        w.fake
+            .requests()
+            .iter()
+            .filter(|r| r.method == "DELETE" && r.status == 204)
+            .count(),
+        1
+    );
+    assert!(w.fake.requests().iter().all(|r| r.status != 409));
+}
+
+#[test]
+fn lost_notifications_are_repaired_by_reconciliation() {
+    let names = people(4);
+    let mut w = World::new(&names, &[], 1);
+    w.start();
+    w.fake.config_mut().notification_outage = true;
+    w.fake
+        .teams_client_presence(
+            "person.0002@contoso.onmicrosoft.com",
+            None,
+            "Busy",
+            "InAMeeting",
+        )
+        .unwrap();
+    w.advance(60_000);
+    assert_eq!(w.pbx_activity(2), None);
+    w.advance(30 * 60_000);
+    assert_eq!(w.pbx_activity(2).as_deref(), Some("meeting"));
+}
+
+#[test]
+fn a_429_storm_is_survived() {
+    let names = people(4);
+    let mut w = World::new(&names, &[], 1);
+    w.start();
+    let before_fault = w.fake.requests().len();
+    w.fake.add_fault(Fault {
+        path_contains: Some("getPresencesByUserId".into()),
+        method: None,
+        fault: FaultKind::Throttle { retry_after_s: 7 },
+        remaining: Some(5),
+    });
+    w.fake
+        .teams_client_presence("person.0003@contoso.onmicrosoft.com", None, "Away", "Away")
+        .unwrap();
+    w.advance(1_000);
+    assert_eq!(w.pbx_activity(3), None);
+    let before = w.fake.requests().len();
+    w.advance(6_000);
+    // Retry-After honoured: nothing retried before 7 s.
+    assert_eq!(
+        w.fake.requests()[before..]
+            .iter()
+            .filter(|r| r.target.contains("getPresencesByUserId"))
+            .count(),
+        0
+    );
+    w.advance(60_000);
+    assert_eq!(w.pbx_activity(3).as_deref(), Some("away"));
+    let reads: Vec<u16> = w.fake.requests()[before_fault..]
+        .iter()
+        .filter(|r| r.target.contains("getPresencesByUserId"))
+        .map(|r| r.status)
+        .collect();
+    // One notification read, five throttled retries at most, then success.
+    assert!(
+        reads.len() <= 7 && reads.last() == Some(&200),
+        "no retry storm: {reads:?}"
+    );
+}
