@@ -3,8 +3,9 @@
 //! responses, frames sent, closes, timers, logs, metrics) so tests can drive the core with
 //! events and assert what it did.
 //!
-//! RSA operations are not available here (they fail with `KeyError::Failed`); `seal` is a
-//! reversible tagged transform so that tests can tell sealed from plain bytes.
+//! RSA operations are not available here (they fail with `KeyError::Failed`) unless a test
+//! plugs in a [`TestCrypto`]; `seal` is a reversible tagged transform so that tests can tell
+//! sealed from plain bytes.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -12,6 +13,31 @@ use crate::env::{Env, KeyError, Level, OaepHash, Page, PublicKey};
 use crate::event::{Header, HttpRequest, HttpResponse, RequestId, TimerId, WsFrame, WsId};
 
 const SEAL_TAG: &[u8] = b"sealed:";
+
+/// Real key operations a test can plug into [`TestEnv::crypto`] (e.g. built on the `rsa`
+/// crate), so that rich notifications run end to end without a host.
+pub trait TestCrypto: std::fmt::Debug {
+    /// `keys.generate-rsa`.
+    fn generate_rsa(&mut self, name: &str, bits: u32) -> Result<(), KeyError>;
+    /// `keys.exists`.
+    fn exists(&mut self, name: &str) -> bool;
+    /// `keys.self-signed-certificate` (DER).
+    fn certificate(
+        &mut self,
+        name: &str,
+        common_name: &str,
+        days: u32,
+    ) -> Result<Vec<u8>, KeyError>;
+    /// `keys.rsa-oaep-decrypt`.
+    fn oaep_decrypt(
+        &mut self,
+        name: &str,
+        hash: OaepHash,
+        ciphertexts: &[Vec<u8>],
+    ) -> Result<Vec<Result<Vec<u8>, KeyError>>, KeyError>;
+    /// `keys.verify-rs256`.
+    fn verify_rs256(&mut self, key: &PublicKey, data: &[u8], signature: &[u8]) -> bool;
+}
 
 /// The in-memory test host.
 #[derive(Debug, Default)]
@@ -46,6 +72,8 @@ pub struct TestEnv {
     pub counters: BTreeMap<String, u64>,
     /// Gauge values keyed by `name{labels}`.
     pub gauges: BTreeMap<String, f64>,
+    /// Key operations, when a test provides them.
+    pub crypto: Option<Box<dyn TestCrypto>>,
     next_id: u64,
 }
 
@@ -235,12 +263,15 @@ impl Env for TestEnv {
         self.timers.remove(&id);
     }
 
-    fn key_generate_rsa(&mut self, _name: &str, _bits: u32) -> Result<(), KeyError> {
-        Err(KeyError::Failed("TestEnv has no RSA".into()))
+    fn key_generate_rsa(&mut self, name: &str, bits: u32) -> Result<(), KeyError> {
+        match &mut self.crypto {
+            Some(c) => c.generate_rsa(name, bits),
+            None => Err(KeyError::Failed("TestEnv has no RSA".into())),
+        }
     }
 
-    fn key_exists(&mut self, _name: &str) -> bool {
-        false
+    fn key_exists(&mut self, name: &str) -> bool {
+        self.crypto.as_mut().is_some_and(|c| c.exists(name))
     }
 
     fn key_delete(&mut self, _name: &str) {}
@@ -251,28 +282,36 @@ impl Env for TestEnv {
 
     fn key_self_signed_certificate(
         &mut self,
-        _name: &str,
-        _common_name: &str,
-        _days: u32,
+        name: &str,
+        common_name: &str,
+        days: u32,
     ) -> Result<Vec<u8>, KeyError> {
-        Err(KeyError::NotFound)
+        match &mut self.crypto {
+            Some(c) => c.certificate(name, common_name, days),
+            None => Err(KeyError::NotFound),
+        }
     }
 
     fn key_rsa_oaep_decrypt(
         &mut self,
-        _name: &str,
-        _hash: OaepHash,
-        _ciphertexts: &[Vec<u8>],
+        name: &str,
+        hash: OaepHash,
+        ciphertexts: &[Vec<u8>],
     ) -> Result<Vec<Result<Vec<u8>, KeyError>>, KeyError> {
-        Err(KeyError::NotFound)
+        match &mut self.crypto {
+            Some(c) => c.oaep_decrypt(name, hash, ciphertexts),
+            None => Err(KeyError::NotFound),
+        }
     }
 
     fn key_sign_rs256(&mut self, _name: &str, _data: &[u8]) -> Result<Vec<u8>, KeyError> {
         Err(KeyError::NotFound)
     }
 
-    fn key_verify_rs256(&mut self, _key: &PublicKey, _data: &[u8], _signature: &[u8]) -> bool {
-        false
+    fn key_verify_rs256(&mut self, key: &PublicKey, data: &[u8], signature: &[u8]) -> bool {
+        self.crypto
+            .as_mut()
+            .is_some_and(|c| c.verify_rs256(key, data, signature))
     }
 
     fn seal(&mut self, plaintext: &[u8]) -> Vec<u8> {

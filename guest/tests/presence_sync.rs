@@ -7,16 +7,92 @@ use std::sync::Arc;
 
 use fake_m365::{
     AppReg, Config, Fake, Fault, FaultKind, Handled, OutboundResult, Request, UserSpec,
+    ValidationTokenMode,
 };
 use fake_pbx::login::AppObject;
 use fake_pbx::pbx::{NodeConfig, Output, default_apis};
 use fake_pbx::users::User;
+use microsoft365::env::{KeyError, OaepHash, PublicKey};
 use microsoft365::event::{
     Header, HttpError, HttpResponse, InboundRequest, InitInfo, RequestId, WsClosed, WsDirection,
     WsFrame, WsOpen,
 };
-use microsoft365::testenv::TestEnv;
+use microsoft365::testenv::{TestCrypto, TestEnv};
 use microsoft365::{Connector, Event};
+
+/// RSA for `TestEnv`, as a host's `keys` interface would do it.
+#[derive(Debug, Default)]
+struct RsaKeys {
+    keys: BTreeMap<String, rsa::RsaPrivateKey>,
+}
+
+impl TestCrypto for RsaKeys {
+    fn generate_rsa(&mut self, name: &str, bits: u32) -> Result<(), KeyError> {
+        let k = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), bits as usize)
+            .map_err(|e| KeyError::Failed(e.to_string()))?;
+        self.keys.insert(name.into(), k);
+        Ok(())
+    }
+    fn exists(&mut self, name: &str) -> bool {
+        self.keys.contains_key(name)
+    }
+    fn certificate(&mut self, name: &str, cn: &str, _days: u32) -> Result<Vec<u8>, KeyError> {
+        use rsa::pkcs8::EncodePrivateKey;
+        let k = self.keys.get(name).ok_or(KeyError::NotFound)?;
+        let der = k
+            .to_pkcs8_der()
+            .map_err(|e| KeyError::Failed(e.to_string()))?;
+        let pkcs8 = rustls_pki_types::PrivatePkcs8KeyDer::from(der.as_bytes());
+        let kp = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_RSA_SHA256)
+            .map_err(|e| KeyError::Failed(e.to_string()))?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
+            .map_err(|e| KeyError::Failed(e.to_string()))?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        Ok(params
+            .self_signed(&kp)
+            .map_err(|e| KeyError::Failed(e.to_string()))?
+            .der()
+            .to_vec())
+    }
+    fn oaep_decrypt(
+        &mut self,
+        name: &str,
+        hash: OaepHash,
+        cts: &[Vec<u8>],
+    ) -> Result<Vec<Result<Vec<u8>, KeyError>>, KeyError> {
+        let k = self.keys.get(name).ok_or(KeyError::NotFound)?;
+        Ok(cts
+            .iter()
+            .map(|c| {
+                match hash {
+                    OaepHash::Sha1 => k.decrypt(rsa::Oaep::new::<sha1::Sha1>(), c),
+                    OaepHash::Sha256 => k.decrypt(rsa::Oaep::new::<rsa::sha2::Sha256>(), c),
+                }
+                .map_err(|e| KeyError::Invalid(e.to_string()))
+            })
+            .collect())
+    }
+    fn verify_rs256(&mut self, key: &PublicKey, data: &[u8], sig: &[u8]) -> bool {
+        use rsa::signature::Verifier;
+        let PublicKey::Rsa(n, e) = key else {
+            return false;
+        };
+        let Ok(pk) = rsa::RsaPublicKey::new(
+            rsa::BigUint::from_bytes_be(n),
+            rsa::BigUint::from_bytes_be(e),
+        ) else {
+            return false;
+        };
+        let Ok(sig) = rsa::pkcs1v15::Signature::try_from(sig) else {
+            return false;
+        };
+        rsa::pkcs1v15::VerifyingKey::<rsa::sha2::Sha256>::new(pk)
+            .verify(data, &sig)
+            .is_ok()
+    }
+}
 
 const START_MS: u64 = 1_750_000_000_000;
 const LICENCE: &str = "App(innovaphone-microsoft365)";
@@ -677,4 +753,86 @@ fn a_429_storm_is_survived() {
         reads.len() <= 7 && reads.last() == Some(&200),
         "no retry storm: {reads:?}"
     );
+}
+
+fn rich_world(names: &[String]) -> World {
+    let mut w = World::new(names, &[], 1);
+    w.env.crypto = Some(Box::new(RsaKeys::default()));
+    w
+}
+
+#[test]
+fn rich_notifications_are_decrypted_and_checked() {
+    let names = people(3);
+    let mut w = rich_world(&names);
+    w.start();
+    let sub: serde_json::Value =
+        serde_json::from_str(&w.env.kv_text("sub/teams0").unwrap()).unwrap();
+    assert_eq!(sub["rich"], true, "{sub}");
+    let reads = w
+        .graph_calls("POST", "/v1.0/communications/getPresencesByUserId")
+        .len();
+    w.fake
+        .teams_client_presence(
+            "person.0001@contoso.onmicrosoft.com",
+            None,
+            "Busy",
+            "InAMeeting",
+        )
+        .unwrap();
+    w.advance(1_000);
+    assert_eq!(w.pbx_activity(1).as_deref(), Some("meeting"));
+    // Applied from the decrypted content: no read was needed.
+    assert_eq!(
+        w.graph_calls("POST", "/v1.0/communications/getPresencesByUserId")
+            .len(),
+        reads
+    );
+    // The key set was fetched once and is cached for the next notification.
+    w.fake
+        .teams_client_presence("person.0002@contoso.onmicrosoft.com", None, "Away", "Away")
+        .unwrap();
+    w.advance(1_000);
+    assert_eq!(w.pbx_activity(2).as_deref(), Some("away"));
+    assert_eq!(w.graph_calls("GET", "/common/discovery/v2.0/keys").len(), 1);
+}
+
+#[test]
+fn rich_notifications_with_bad_tokens_change_nothing() {
+    for mode in [
+        ValidationTokenMode::BadSignature,
+        ValidationTokenMode::WrongAudience,
+        ValidationTokenMode::Expired,
+    ] {
+        let names = people(3);
+        let mut w = rich_world(&names);
+        w.start();
+        w.fake.config_mut().validation_tokens = mode;
+        let reads = w
+            .graph_calls("POST", "/v1.0/communications/getPresencesByUserId")
+            .len();
+        w.fake
+            .teams_client_presence(
+                "person.0001@contoso.onmicrosoft.com",
+                None,
+                "Busy",
+                "InAMeeting",
+            )
+            .unwrap();
+        w.advance(1_000);
+        assert_eq!(w.pbx_activity(1), None, "{mode:?}");
+        assert_eq!(
+            w.graph_calls("POST", "/v1.0/communications/getPresencesByUserId")
+                .len(),
+            reads,
+            "{mode:?}"
+        );
+        assert!(
+            w.env.counters.keys().any(
+                |k| k.starts_with("graph_notifications_rejected_total{reason=validation token")
+            ),
+            "{mode:?} {:?}",
+            w.env.counters
+        );
+    }
 }
