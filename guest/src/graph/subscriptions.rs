@@ -291,6 +291,26 @@ pub fn parse_iso(s: &str) -> Option<u64> {
     u64::try_from(utc).ok()
 }
 
+/// Formats an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+pub fn http_date(ms: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = (ms / 1000) as i64;
+    let days = secs.div_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let t = secs.rem_euclid(86_400);
+    format!(
+        "{}, {d:02} {} {y:04} {:02}:{:02}:{:02} GMT",
+        DAYS[days.rem_euclid(7) as usize],
+        MONTHS[(m - 1) as usize],
+        t / 3600,
+        t % 3600 / 60,
+        t % 60
+    )
+}
+
 /// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
 pub fn parse_http_date(s: &str) -> Option<u64> {
     let parts: Vec<&str> = s.split_whitespace().collect();
@@ -317,6 +337,7 @@ mod tests {
             Some(784_111_777_000)
         );
         assert_eq!(parse_http_date("garbage"), None);
+        assert_eq!(http_date(784_111_777_000), "Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(parse_http_date("Sun, 06 Foo 1994 08:49:37 GMT"), None);
         assert_eq!(iso(784_111_777_123), "1994-11-06T08:49:37.123Z");
         assert_eq!(parse_iso("1994-11-06T08:49:37.123Z"), Some(784_111_777_123));

@@ -302,8 +302,9 @@ impl PresenceSync {
                 Level::Warn,
                 target::GRAPH,
                 &format!(
-                    "local clock is {} s off Microsoft's; subscription times use Microsoft's",
-                    -skew / 1000
+                    "local clock is {} s {} Microsoft's; subscription times use Microsoft's",
+                    skew.abs() / 1000,
+                    if skew > 0 { "behind" } else { "ahead of" }
                 ),
             );
         }
@@ -1317,7 +1318,8 @@ impl PresenceSync {
                 "no validationTokens (is appRoleAssignmentRequired set on the app?)".into(),
             );
         };
-        let now = env.now_ms();
+        // Token times are Microsoft's.
+        let now = self.graph_now(env);
         for t in list {
             let Some(jwt) = notif::parse_jwt(t) else {
                 return TokenCheck::Bad("malformed validation token".into());
