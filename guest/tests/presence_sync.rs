@@ -903,3 +903,75 @@ fn a_licence_granted_in_the_pbx_starts_sync_for_that_user() {
     assert_eq!(w.graph_calls("POST", "/v1.0/subscriptions"), vec![201, 201]);
     assert!(w.fake.requests().iter().all(|r| r.status != 409));
 }
+
+fn subscription_id(w: &World) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&w.env.kv_text("sub/teams0").expect("subscription stored")).unwrap();
+    v["id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn reauthorization_required_is_answered_by_patch_only() {
+    let names = people(2);
+    let mut w = World::new(&names, &[], 1);
+    w.start();
+    let id = subscription_id(&w);
+    let before = w.fake.requests().len();
+    assert!(w.fake.lifecycle_event(&id, "reauthorizationRequired"));
+    w.advance(1_000);
+    let after: Vec<(String, String)> = w.fake.requests()[before..]
+        .iter()
+        .filter(|r| r.target.contains("/subscriptions"))
+        .map(|r| (r.method.clone(), r.target.clone()))
+        .collect();
+    assert_eq!(
+        after,
+        vec![("PATCH".to_string(), format!("/v1.0/subscriptions/{id}"))]
+    );
+}
+
+#[test]
+fn removed_or_vanished_subscriptions_are_recreated() {
+    let names = people(3);
+    let mut w = World::new(&names, &[], 1);
+    w.start();
+    // Announced removal: recreated at once.
+    let first = subscription_id(&w);
+    assert!(w.fake.lifecycle_event(&first, "subscriptionRemoved"));
+    w.advance(1_000);
+    let second = subscription_id(&w);
+    assert_ne!(first, second);
+    // Silent removal: the next renewal gets 404 and recreates it; reconciliation repairs what
+    // was missed meanwhile.
+    w.fake.config_mut().retry_base_ms = 3_600_000;
+    assert!(w.fake.lifecycle_event(&second, "subscriptionRemoved"));
+    for o in w.fake.take_effects() {
+        w.fake.outbound_result(
+            o.id,
+            OutboundResult::Failed {
+                tls: false,
+                message: "lost".into(),
+            },
+        );
+    }
+    assert_eq!(subscription_id(&w), second, "the removal was not announced");
+    w.fake
+        .teams_client_presence(
+            "person.0002@contoso.onmicrosoft.com",
+            None,
+            "Busy",
+            "InAMeeting",
+        )
+        .unwrap();
+    w.advance(11 * 60_000);
+    let third = subscription_id(&w);
+    assert_ne!(second, third);
+    assert!(
+        w.fake
+            .requests()
+            .iter()
+            .any(|r| r.method == "PATCH" && r.target.ends_with(&second) && r.status == 404)
+    );
+    assert_eq!(w.pbx_activity(2).as_deref(), Some("meeting"));
+    assert!(w.fake.requests().iter().all(|r| r.status != 409));
+}

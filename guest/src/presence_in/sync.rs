@@ -1106,39 +1106,35 @@ impl PresenceSync {
         };
         let key = applied_key(&m.id);
         let mut applied: Applied = store::get_json(env, &key).unwrap_or_default();
-        if let (Some(new), Some(old)) = (&p.sequence_number, &applied.seq)
-            && !newer(new, old)
-        {
-            env.counter_add(
-                "presence_updates_dropped_total",
-                &[("reason", "out-of-order")],
-                1,
-            );
-            return;
-        }
-        let Some(target) = map(&p.activity, &p.availability) else {
-            env.log(
-                Level::Debug,
-                target::APP,
-                &format!(
-                    "unknown Teams presence {}/{}; PBX unchanged",
-                    p.availability, p.activity
-                ),
-            );
-            return;
-        };
-        let activity = match target {
-            PbxPresence::Unset => "",
-            PbxPresence::Set(a) => a,
-        };
-        if p.sequence_number.is_some() {
-            applied.seq = p.sequence_number.clone();
-        }
         let forced = self.force.remove(&m.id);
-        if applied.activity.as_deref() == Some(activity) && !forced {
-            store::set_json(env, &key, &applied);
-            return;
-        }
+        let activity = match decide(&applied, p, forced) {
+            Decision::OutOfOrder => {
+                env.counter_add(
+                    "presence_updates_dropped_total",
+                    &[("reason", "out-of-order")],
+                    1,
+                );
+                return;
+            }
+            Decision::Unknown => {
+                env.log(
+                    Level::Debug,
+                    target::APP,
+                    &format!(
+                        "unknown Teams presence {}/{}; PBX unchanged",
+                        p.availability, p.activity
+                    ),
+                );
+                return;
+            }
+            Decision::Unchanged => {
+                applied.seq = p.sequence_number.clone().or(applied.seq);
+                store::set_json(env, &key, &applied);
+                return;
+            }
+            Decision::Write(a) => a,
+        };
+        applied.seq = p.sequence_number.clone().or(applied.seq);
         match pbx.set_presence(env, Some(&m.loc), &m.guid, activity, "") {
             Ok(_) => {
                 applied.activity = Some(activity.to_string());
@@ -1420,6 +1416,37 @@ impl PresenceSync {
     }
 }
 
+/// What to do with one Teams presence of a synced user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    /// Older than what was applied (by `sequenceNumber`): dropped.
+    OutOfOrder,
+    /// Neither activity nor availability is known: the PBX stays as it is.
+    Unknown,
+    /// The PBX already shows it: not rewritten.
+    Unchanged,
+    /// Write this PBX activity (`""` = unset).
+    Write(&'static str),
+}
+
+fn decide(applied: &Applied, p: &Presence, forced: bool) -> Decision {
+    if let (Some(new), Some(old)) = (&p.sequence_number, &applied.seq)
+        && !newer(new, old)
+    {
+        return Decision::OutOfOrder;
+    }
+    let activity = match map(&p.activity, &p.availability) {
+        None => return Decision::Unknown,
+        Some(PbxPresence::Unset) => "",
+        Some(PbxPresence::Set(a)) => a,
+    };
+    if applied.activity.as_deref() == Some(activity) && !forced {
+        Decision::Unchanged
+    } else {
+        Decision::Write(activity)
+    }
+}
+
 enum TokenCheck {
     Ok,
     NeedKeys,
@@ -1454,5 +1481,103 @@ fn certificate(env: &mut impl Env) -> Option<Certificate> {
             );
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(availability: &str, activity: &str, seq: Option<&str>) -> Presence {
+        Presence {
+            id: "u1".into(),
+            availability: availability.into(),
+            activity: activity.into(),
+            sequence_number: seq.map(str::to_string),
+        }
+    }
+
+    fn applied(activity: Option<&str>, seq: Option<&str>) -> Applied {
+        Applied {
+            seq: seq.map(str::to_string),
+            activity: activity.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn out_of_order_updates_are_dropped() {
+        let a = applied(Some("meeting"), Some("C0A"));
+        assert_eq!(
+            decide(&a, &p("Away", "Away", Some("C09")), false),
+            Decision::OutOfOrder
+        );
+        assert_eq!(
+            decide(&a, &p("Away", "Away", Some("C0A")), false),
+            Decision::OutOfOrder
+        );
+        assert_eq!(
+            decide(&a, &p("Away", "Away", Some("C0B")), false),
+            Decision::Write("away")
+        );
+        // Longer numbers are newer ("10" after "9").
+        let a = applied(Some("meeting"), Some("9"));
+        assert_eq!(
+            decide(&a, &p("Away", "Away", Some("10")), false),
+            Decision::Write("away")
+        );
+        // Without sequence numbers (reconciliation reads) the update applies.
+        assert_eq!(
+            decide(&a, &p("Away", "Away", None), false),
+            Decision::Write("away")
+        );
+    }
+
+    #[test]
+    fn unchanged_presence_is_not_rewritten_unless_forced() {
+        let a = applied(Some("meeting"), None);
+        assert_eq!(
+            decide(&a, &p("Busy", "InAMeeting", None), false),
+            Decision::Unchanged
+        );
+        assert_eq!(
+            decide(&a, &p("Busy", "InAMeeting", None), true),
+            Decision::Write("meeting")
+        );
+        // Never written (or the write failed): written.
+        let a = applied(None, None);
+        assert_eq!(
+            decide(&a, &p("Available", "Available", None), false),
+            Decision::Write("")
+        );
+        let a = applied(Some(""), None);
+        assert_eq!(
+            decide(&a, &p("Offline", "OffWork", None), false),
+            Decision::Unchanged
+        );
+        assert_eq!(
+            decide(&a, &p("Gardening", "Sleeping", None), false),
+            Decision::Unknown
+        );
+    }
+
+    #[test]
+    fn timing_settings_are_read_in_seconds() {
+        let mut env = crate::testenv::TestEnv::new();
+        env.set_config("presence.renew-interval-s", "1.5");
+        env.set_config("presence.reconcile-interval-s", "-3");
+        env.set_config("presence.notifications", "plain");
+        env.set_config("presence.public-url", "https://c.example.com/");
+        let c = Config::read(&mut env, "example.com", "m365");
+        assert_eq!(c.renew_ms, 1_500);
+        assert_eq!(c.reconcile_ms, 1_800_000);
+        assert!(env.logged("presence.reconcile-interval-s `-3`"));
+        assert!(!c.rich);
+        assert_eq!(c.lifetime_ms, 3_600_000);
+        assert_eq!(c.graph_url, "https://graph.microsoft.com");
+        assert_eq!(c.login_url, "https://login.microsoftonline.com");
+        assert_eq!(
+            c.urls.unwrap().lifecycle,
+            "https://c.example.com/example.com/m365/lifecycle"
+        );
     }
 }
