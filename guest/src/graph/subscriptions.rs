@@ -278,7 +278,7 @@ pub fn parse_iso(s: &str) -> Option<u64> {
     let offset_min: i64 = match zone {
         "" | "Z" | "z" => 0,
         z if z.len() == 6 => {
-            let sign = match &z[..1] {
+            let sign = match z.get(..1)? {
                 "+" => 1,
                 "-" => -1,
                 _ => return None,
@@ -351,6 +351,16 @@ mod tests {
         );
         assert_eq!(parse_iso("2026-13-15T10:55:00Z"), None);
         assert_eq!(parse_iso("2026-01-15"), None);
+        // Garbage never panics (multi-byte characters where digits or signs belong).
+        for bad in [
+            "2026-01-15T10:55:00é1:00",
+            "2026-01-15T10:55:00.é",
+            "ééééééééééééééééééééé",
+            "",
+        ] {
+            assert_eq!(parse_iso(bad), None, "{bad}");
+        }
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:é GMT"), None);
         for ms in [0u64, 951_782_400_000, 1_750_000_000_999, 4_102_444_800_000] {
             assert_eq!(parse_iso(&iso(ms)), Some(ms));
         }

@@ -326,10 +326,11 @@ impl PresenceSync {
         if self.entra.is_none() && !self.users_fetching {
             self.fetch_users(env, tokens);
         }
-        if let Some(s) = self.subs.get(account)
-            && s.phase == Phase::Unlisted
-        {
-            self.list(env, tokens, account);
+        match self.subs.get(account).map(|s| s.phase) {
+            Some(Phase::Unlisted) => self.list(env, tokens, account),
+            // Work skipped while the account had no token.
+            Some(Phase::Idle) => self.converge(env, tokens, account),
+            _ => {}
         }
         // Notifications acknowledged before a restart and not read yet.
         let waiting: Vec<String> = store::keys(env, INBOX_IDS)
@@ -970,7 +971,12 @@ impl PresenceSync {
                 }
                 if s.deleting == 0 {
                     s.phase = Phase::Idle;
-                    self.converge(env, tokens, &account);
+                    // An adopted subscription is renewed at once; otherwise create what is due.
+                    if s.record.is_some() {
+                        self.renew(env, tokens, &account);
+                    } else {
+                        self.converge(env, tokens, &account);
+                    }
                 }
             }
             Pending::Jwks => {
