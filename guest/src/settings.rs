@@ -73,8 +73,8 @@ pub struct TeamsAccount {
 
 /// The Teams -> PBX presence app registration and its communication users.
 ///
-/// Settings: `graph.login-url` (default the global cloud), `graph.url` (Graph resource, default
-/// `https://graph.microsoft.com`), `presence.tenant`, `presence.client-id`, and
+/// Settings: `graph.login-url` (default the global cloud), `graph.url` (Graph base URL, default
+/// `https://graph.microsoft.com`), `graph.resource` (token resource, default `graph.url`), `presence.tenant`, `presence.client-id`, and
 /// `presence.accounts`, a JSON array of `{"name", "username", "password"}` (ROPC) or
 /// `{"name", "device-code": true}` objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +96,11 @@ impl PresenceSettings {
         let client_id = get("presence.client-id").filter(|v| !v.is_empty());
         let accounts = get("presence.accounts").filter(|v| !v.is_empty());
         let login = get("graph.login-url").filter(|v| !v.is_empty());
-        let graph = get("graph.url").filter(|v| !v.is_empty());
+        // The token's resource is Graph's identity, which differs from the base URL of the
+        // calls only behind a proxy or in tests against a fake: `graph.resource` overrides it.
+        let graph = get("graph.resource")
+            .filter(|v| !v.is_empty())
+            .or_else(|| get("graph.url").filter(|v| !v.is_empty()));
         let (Some(tenant), Some(client_id)) = (tenant, client_id) else {
             if accounts.is_some() {
                 env.log(
@@ -211,6 +215,14 @@ mod tests {
         );
         assert_eq!(p.accounts.len(), 2);
         assert_eq!(p.accounts[1].sign_in, SignIn::DeviceCode);
+        // Calls to a fake or proxy, tokens for the real resource.
+        env.set_config("graph.url", "https://127.0.0.1:8443");
+        env.set_config("graph.resource", "https://graph.microsoft.com");
+        let p = PresenceSettings::read(&mut env).unwrap();
+        assert_eq!(
+            p.scope,
+            "https://graph.microsoft.com/.default offline_access"
+        );
     }
 
     #[test]
