@@ -9,9 +9,13 @@
 
 pub mod bindings;
 pub mod clock;
+pub mod fakes_world;
+pub mod faults;
 pub mod imports;
+pub mod invariants;
 pub mod keys;
 pub mod kv;
+pub mod scenario;
 pub mod sim;
 pub mod state;
 pub mod world;

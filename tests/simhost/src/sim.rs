@@ -97,6 +97,9 @@ pub struct Stats {
     pub swaps: u64,
     /// Fuel consumed by all calls.
     pub fuel: u64,
+    /// Running digest of every committed event and its virtual time: two runs of one seed must
+    /// end with the same value (the replay check).
+    pub trace: u64,
 }
 
 /// An event the guest could not process after its retries.
@@ -125,12 +128,26 @@ pub struct Sim<W: World> {
     generation: u64,
     stats: Stats,
     dead_letters: Vec<DeadLetter>,
+    /// `SIMHOST_TRACE=1` prints every committed event (to diff two runs of a seed).
+    print_trace: bool,
 }
 
 impl<W: World> Sim<W> {
     /// Starts a guest in a fresh world: instantiates it and delivers `init(start)`.
     pub fn start(guest: &Guest, world: W, config: SimConfig) -> Result<Self> {
         let clock = VirtualClock::new(config.start_ms);
+        Self::start_with_clock(guest, world, config, clock)
+    }
+
+    /// Like [`Sim::start`], on a clock the caller made first, so the world's fakes can read the
+    /// same virtual time as the guest.
+    pub fn start_with_clock(
+        guest: &Guest,
+        world: W,
+        config: SimConfig,
+        clock: VirtualClock,
+    ) -> Result<Self> {
+        clock.advance_to(config.start_ms);
         let durable = Durable {
             kv: BTreeMap::new(),
             keys: KeyRing::new(config.seed),
@@ -156,6 +173,7 @@ impl<W: World> Sim<W> {
             generation: 0,
             stats: Stats::default(),
             dead_letters: Vec::new(),
+            print_trace: std::env::var_os("SIMHOST_TRACE").is_some(),
         };
         sim.init(&guest.clone(), InitReason::Start, None, None)?;
         Ok(sim)
@@ -305,6 +323,7 @@ impl<W: World> Sim<W> {
             match self.call(&event) {
                 Ok(Ok(())) => {
                     let effects = self.store.data_mut().commit();
+                    self.record(&event);
                     self.perform(effects);
                     self.stats.events += 1;
                     return Ok(());
@@ -326,6 +345,27 @@ impl<W: World> Sim<W> {
             }
         }
         self.dead_letter(event, last_error)
+    }
+
+    /// Folds a committed event into the trace digest. `DefaultHasher::new()` has fixed keys, so
+    /// the digest is the same in every run of one binary.
+    fn record(&mut self, event: &Event) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.stats.trace.hash(&mut h);
+        self.now_ms().hash(&mut h);
+        format!("{event:?}").hash(&mut h);
+        self.stats.trace = h.finish();
+        if self.print_trace {
+            let text = format!("{event:?}");
+            let cut = text.char_indices().nth(300).map_or(text.len(), |(i, _)| i);
+            eprintln!(
+                "{} {:016x} {}",
+                self.now_ms(),
+                self.stats.trace,
+                &text[..cut]
+            );
+        }
     }
 
     fn call(&mut self, event: &Event) -> Result<Result<(), String>> {
@@ -466,6 +506,7 @@ impl<W: World> Sim<W> {
             match self.call(&event) {
                 Ok(Ok(())) => {
                     let effects = self.store.data_mut().commit();
+                    self.record(&event);
                     self.perform(effects);
                     self.stats.events += 1;
                     return Ok(());

@@ -1,0 +1,427 @@
+//! A whole simulation run from a few numbers: build the tenant (fake PBX with its users, fake
+//! Microsoft 365 with the same users in Teams and the communication accounts), draw the fault
+//! plan from the seed, run the real guest for the given simulated days with every invariant
+//! checked after every event, and summarise.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use fake_m365::{AppReg, Config, Fake, UserSpec};
+use fake_pbx::Rng;
+use fake_pbx::setup::{Options, build};
+
+use crate::clock::VirtualClock;
+use crate::fakes_world::{FakeClock, FakesWorld, Matched, WorldAction};
+use crate::faults::{FaultPlan, PlanInput, SimAction};
+use crate::invariants::{Bounds, Checker, Record};
+use crate::sim::{Guest, Sim, SimConfig};
+
+const DAY: u64 = 86_400_000;
+const DOMAIN: &str = "example.com";
+const INSTANCE: &str = "m365";
+const LICENCE: &str = "App(innovaphone-microsoft365)";
+const CLIENT_ID: &str = "f1-presence-client";
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// The seed: same seed, same guest, same code -> same run.
+    pub seed: u64,
+    /// Simulated days.
+    pub days: u64,
+    /// PBX users (most of them also Teams users).
+    pub users: usize,
+    /// Ask the guest for rich (encrypted) presence notifications.
+    pub rich: bool,
+    /// Run without any faults.
+    pub quiet: bool,
+    /// Deliberately break the world: the master PBX goes down for good once the faults stop,
+    /// so `pbx-logged-in-after-faults` must fire (proves the checker is not vacuous).
+    pub sabotage: bool,
+}
+
+impl Scenario {
+    /// A scenario with the usual defaults.
+    pub fn new(seed: u64, days: u64, users: usize) -> Self {
+        Self {
+            seed,
+            days,
+            users,
+            rich: false,
+            quiet: false,
+            sabotage: false,
+        }
+    }
+
+    /// The command that replays this run.
+    pub fn command(&self) -> String {
+        let mut c = format!(
+            "cargo run -p simhost --bin sim -- --seed {} --days {} --users {}",
+            self.seed, self.days, self.users
+        );
+        if self.rich {
+            c.push_str(" --rich");
+        }
+        if self.quiet {
+            c.push_str(" --quiet");
+        }
+        if self.sabotage {
+            c.push_str(" --sabotage");
+        }
+        c
+    }
+}
+
+/// The outcome of a run.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Simulated days actually covered (less than asked when a violation stopped the run).
+    pub simulated_days: f64,
+    /// Events committed.
+    pub events: u64,
+    /// Trapped calls.
+    pub traps: u64,
+    /// Guest restarts (crashes and traps).
+    pub restarts: u64,
+    /// Hot swaps.
+    pub swaps: u64,
+    /// Events given up on.
+    pub dead_letters: usize,
+    /// Faults applied, by kind.
+    pub faults: BTreeMap<&'static str, u64>,
+    /// When the faults stopped, hours after the start.
+    pub faults_end_h: f64,
+    /// Invariants.
+    pub invariants: Vec<Record>,
+    /// The first violation.
+    pub violation: Option<String>,
+    /// Digest of the event trace (same seed -> same digest).
+    pub trace: u64,
+    /// Guest requests to Microsoft.
+    pub http_requests: u64,
+    /// Fake POSTs to the guest.
+    pub fake_posts: u64,
+    /// PBX dials.
+    pub pbx_dials: u64,
+    /// Teams presence changes.
+    pub teams_changes: u64,
+    /// Final KV entries.
+    pub kv_entries: usize,
+    /// Guest log lines.
+    pub log_lines: usize,
+    /// Wall-clock seconds.
+    pub wall_s: f64,
+}
+
+impl Summary {
+    /// Simulated days per wall-clock second.
+    pub fn days_per_second(&self) -> f64 {
+        self.simulated_days / self.wall_s.max(1e-9)
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.scenario;
+        writeln!(
+            f,
+            "seed {} | {} users{} | {:.2} simulated days in {:.2} s wall ({:.1} days/s)",
+            s.seed,
+            s.users,
+            if s.rich { ", rich" } else { "" },
+            self.simulated_days,
+            self.wall_s,
+            self.days_per_second()
+        )?;
+        writeln!(
+            f,
+            "events {} | traps {} | restarts {} | swaps {} | dead letters {} | trace {:016x}",
+            self.events, self.traps, self.restarts, self.swaps, self.dead_letters, self.trace
+        )?;
+        writeln!(
+            f,
+            "world: {} requests to Microsoft, {} posts from Microsoft, {} PBX dials, {} Teams presence changes; KV {} entries, {} log lines",
+            self.http_requests,
+            self.fake_posts,
+            self.pbx_dials,
+            self.teams_changes,
+            self.kv_entries,
+            self.log_lines
+        )?;
+        let faults: Vec<String> = self
+            .faults
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        writeln!(
+            f,
+            "faults (stopped at t+{:.1} h): {}",
+            self.faults_end_h,
+            if faults.is_empty() {
+                "none".into()
+            } else {
+                faults.join(", ")
+            }
+        )?;
+        for r in &self.invariants {
+            let state = match (&r.violation, r.active()) {
+                (Some(_), _) => "VIOLATED",
+                (None, true) => "active, held",
+                (None, false) => "INACTIVE (nothing to check yet)",
+            };
+            writeln!(f, "  {:<40} {state} ({} checks)", r.name, r.checks)?;
+        }
+        match &self.violation {
+            Some(v) => {
+                writeln!(f, "VIOLATION: {v}")?;
+                write!(f, "replay: {}", s.command())
+            }
+            None => write!(f, "no violation"),
+        }
+    }
+}
+
+fn secret(rng: &mut Rng, prefix: &str) -> String {
+    // Characters that need escaping in forms and JSON, as real passwords have.
+    format!("{prefix}-{:012x}&+%!", rng.next_u64() >> 16)
+}
+
+/// Runs a scenario against a compiled guest.
+pub fn run(guest: &Guest, sc: &Scenario) -> Result<Summary> {
+    let wall = Instant::now();
+    let config = SimConfig {
+        seed: sc.seed,
+        ..SimConfig::default()
+    };
+    let start = config.start_ms;
+    let end = start + sc.days * DAY;
+    let clock = VirtualClock::new(start);
+    let mut rng = Rng::new(sc.seed ^ 0x7465_6e61_6e74);
+
+    // Microsoft 365: the presence app and its communication accounts.
+    let mut fake = Fake::new(
+        Config {
+            seed: sc.seed,
+            ..Config::default()
+        },
+        Arc::new(FakeClock(clock.clone())),
+    );
+    fake.add_app(AppReg {
+        client_id: CLIENT_ID.into(),
+        display_name: "Connector presence".into(),
+        public_client: true,
+        delegated: vec!["Presence.Read.All".into(), "User.Read.All".into()],
+        ..Default::default()
+    });
+    let instance_password = secret(&mut rng, "inst");
+    let mut secrets = vec![instance_password.clone()];
+    let mut accounts = Vec::new();
+    let mut account_upns = Vec::new();
+    // One account per 650 users (getPresencesByUserId's page), plus a spare.
+    for i in 1..=sc.users.div_ceil(650) + 1 {
+        let upn = format!("presence{i}@contoso.onmicrosoft.com");
+        let password = secret(&mut rng, "acct");
+        fake.add_user(UserSpec {
+            display_name: format!("PBX Presence {i}"),
+            user_principal_name: Some(upn.clone()),
+            password: Some(password.clone()),
+            teams: Some(true),
+            ..Default::default()
+        });
+        accounts.push(serde_json::json!({
+            "name": format!("f1-{i}"), "username": upn, "password": password
+        }));
+        account_upns.push(upn);
+        secrets.push(password);
+    }
+
+    // The PBX: master and slave, a realistic population.
+    let app_url =
+        format!("https://connector.example.net/{DOMAIN}/{INSTANCE}/innovaphone-microsoft365");
+    let mut pbx = build(
+        &Options {
+            url: app_url,
+            password: instance_password.clone(),
+            domain: DOMAIN.into(),
+            slaves: vec!["slave".into()],
+            users: sc.users,
+            pseudo: 3,
+            seed: sc.seed,
+            ..Options::default()
+        },
+        Arc::new(FakeClock(clock.clone())),
+    );
+    pbx.switches.log_outgoing = false;
+
+    // The same people in Teams, matched by address.
+    let mut matched = Vec::new();
+    let mut seen = BTreeSet::new();
+    let people: Vec<(String, String, String)> = pbx
+        .users()
+        .filter(|u| u.pseudo.is_none() && !u.email().is_empty())
+        .map(|u| (u.guid.clone(), u.cn.clone(), u.email().to_string()))
+        .collect();
+    for (guid, cn, email) in people {
+        if !seen.insert(email.to_ascii_lowercase()) {
+            continue;
+        }
+        let user = fake.add_user(UserSpec {
+            display_name: cn,
+            user_principal_name: Some(email.clone()),
+            mail: Some(email.clone()),
+            teams: Some(true),
+            ..Default::default()
+        });
+        let licensed = pbx.is_licensed(&guid, LICENCE);
+        matched.push(Matched {
+            pbx_guid: guid,
+            upn: email,
+            uid: user.id,
+            licensed,
+        });
+    }
+
+    let mut settings = BTreeMap::new();
+    let base = format!("https://connector.example.net/{DOMAIN}/{INSTANCE}");
+    for (k, v) in [
+        ("instance.name", INSTANCE.to_string()),
+        ("instance.domain", DOMAIN.to_string()),
+        ("instance.password", instance_password),
+        ("instance.url", base.clone()),
+        ("pbx.master", "master".into()),
+        (
+            "graph.login-url",
+            "https://login.microsoftonline.com".into(),
+        ),
+        ("graph.url", "https://graph.microsoft.com".into()),
+        ("presence.tenant", fake.tenant_id().to_string()),
+        ("presence.client-id", CLIENT_ID.into()),
+        (
+            "presence.accounts",
+            serde_json::Value::from(accounts).to_string(),
+        ),
+        ("presence.notification-url", base),
+        ("presence.rich-notifications", sc.rich.to_string()),
+    ] {
+        settings.insert(k.to_string(), v);
+    }
+
+    let plan = FaultPlan::draw(&PlanInput {
+        seed: sc.seed,
+        start_ms: start,
+        end_ms: end,
+        nodes: vec!["master".into(), "slave".into()],
+        accounts: account_upns,
+        token_lifetime_s: fake.config().access_token_lifetime_s,
+        quiet: sc.quiet,
+    });
+    // About four Teams presence changes per user and day (each one costs the fake a pass over
+    // all users, so more would only slow the run down).
+    let workload_mean = DAY / (4 * sc.users.max(1) as u64);
+    let users = sc.users;
+    let mut world = FakesWorld::new(
+        fake,
+        pbx,
+        matched,
+        &format!("/{DOMAIN}/{INSTANCE}"),
+        sc.seed,
+        workload_mean,
+    );
+    for (at, action) in &plan.world {
+        world.plan(*at, action.clone());
+    }
+    if sc.sabotage {
+        world.plan(plan.faults_end + 1, WorldAction::KillPbx("master".into()));
+    }
+
+    let mut sim = Sim::start_with_clock(
+        guest,
+        world,
+        SimConfig { settings, ..config },
+        clock.clone(),
+    )?;
+    let mut checker = Checker::new(Bounds::for_users(users), start, plan.faults_end, secrets);
+
+    // Guest-level faults and daily housekeeping, in time order.
+    let mut steps: Vec<(u64, Option<SimAction>)> = plan
+        .sim
+        .iter()
+        .map(|(t, a)| (*t, Some(a.clone())))
+        .collect();
+    steps.extend((1..=sc.days).map(|d| (start + d * DAY, None)));
+    steps.sort_by_key(|(t, _)| *t);
+    let mut sim_faults: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut failure = None;
+    for (at, action) in steps {
+        if let Err(e) = sim.run_until(at, |s| checker.check(s)) {
+            failure = Some(e);
+            break;
+        }
+        match action {
+            Some(a) => {
+                *sim_faults.entry(a.kind()).or_default() += 1;
+                let outcome = match a {
+                    SimAction::Crash => sim.crash(),
+                    SimAction::Swap => {
+                        let same = guest.clone();
+                        sim.swap(&same)
+                    }
+                    SimAction::Skew(ms) => {
+                        sim.clock().set_guest_skew(ms);
+                        Ok(())
+                    }
+                };
+                if let Err(e) = outcome {
+                    failure = Some(e);
+                    break;
+                }
+            }
+            // The fake keeps every request for read-back; a week of them is only ballast.
+            None => {
+                sim.world_mut().fake.control(
+                    "DELETE",
+                    "/control/requests",
+                    serde_json::Value::Null,
+                );
+            }
+        }
+    }
+    let violation = match (checker.violation(), failure) {
+        (Some(v), _) => Some(v),
+        (None, Some(e)) => Some(format!("run failed: {e:#}")),
+        (None, None) => None,
+    };
+
+    let stats = sim.stats().clone();
+    let world = sim.world();
+    let mut faults = world.stats.faults.clone();
+    for (k, n) in sim_faults {
+        *faults.entry(k).or_default() += n;
+    }
+    Ok(Summary {
+        scenario: sc.clone(),
+        simulated_days: (sim.now_ms() - start) as f64 / DAY as f64,
+        events: stats.events,
+        traps: stats.traps,
+        restarts: stats.restarts,
+        swaps: stats.swaps,
+        dead_letters: sim.dead_letters().len(),
+        faults,
+        faults_end_h: (plan.faults_end - start) as f64 / 3_600_000.0,
+        invariants: checker.records(),
+        violation,
+        trace: stats.trace,
+        http_requests: world.stats.http_requests,
+        fake_posts: world.stats.fake_posts,
+        pbx_dials: world.stats.pbx_dials,
+        teams_changes: world.stats.teams_changes,
+        kv_entries: sim.durable().kv.len(),
+        log_lines: sim.durable().logs.len(),
+        wall_s: wall.elapsed().as_secs_f64(),
+    })
+}
