@@ -6,7 +6,11 @@ import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, ge
   constants, privateDecrypt, randomBytes, sign, verify } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import forge from 'node-forge';
+import { createRequire } from 'node:module';
+
+// node-forge is only needed for certificates: loaded on first use, which keeps start-up short.
+let forgeModule;
+const forge = () => (forgeModule ??= createRequire(import.meta.url)('node-forge'));
 
 const ok = (val) => ({ tag: 'ok', val });
 const err = (tag, val) => ({ tag: 'err', val: val === undefined ? { tag } : { tag, val } });
@@ -84,17 +88,18 @@ export function keysImport(dir, master) {
     publicKeyDer: (name) => withKey(name, (key) =>
       ok(bytes(createPublicKey(key).export({ type: 'spki', format: 'der' })))),
     selfSignedCertificate: (name, commonName, days) => withKey(name, (key) => {
+      const { asn1, md, pki } = forge();
       const pem = key.export({ type: 'pkcs8', format: 'pem' });
-      const cert = forge.pki.createCertificate();
-      cert.publicKey = forge.pki.publicKeyFromPem(createPublicKey(key).export({ type: 'spki', format: 'pem' }));
+      const cert = pki.createCertificate();
+      cert.publicKey = pki.publicKeyFromPem(createPublicKey(key).export({ type: 'spki', format: 'pem' }));
       cert.serialNumber = '01' + randomBytes(15).toString('hex'); // positive, 16 bytes
       cert.validity.notBefore = new Date();
       cert.validity.notAfter = new Date(Date.now() + days * 86_400_000);
       const subject = [{ name: 'commonName', value: commonName }];
       cert.setSubject(subject);
       cert.setIssuer(subject);
-      cert.sign(forge.pki.privateKeyFromPem(pem), forge.md.sha256.create());
-      const der = forge.asn1.toDer(forge.pki.certificateToAsn1(cert)).getBytes();
+      cert.sign(pki.privateKeyFromPem(pem), md.sha256.create());
+      const der = asn1.toDer(pki.certificateToAsn1(cert)).getBytes();
       return ok(bytes(Buffer.from(der, 'binary')));
     }),
     rsaOaepDecrypt: (name, hash, ciphertexts) => withKey(name, (key) => ok(ciphertexts.map((ct) => {

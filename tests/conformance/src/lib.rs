@@ -126,6 +126,17 @@ pub enum Step {
         /// Exactly these frames.
         frames: Vec<String>,
     },
+    /// RSA-OAEP through the host's `keys`: the runner fetches the public key of `key`, encrypts
+    /// each plaintext to it (plus one garbage ciphertext), and the guest decrypts the batch with
+    /// `keys.rsa-oaep-decrypt`; every plaintext must come back in order, the garbage as an error.
+    OaepDecrypt {
+        /// Key pair name (generated earlier in the script).
+        key: String,
+        /// `sha1` or `sha256`.
+        hash: String,
+        /// Texts to encrypt.
+        plaintexts: Vec<String>,
+    },
     /// The guest instance is replaced by a fresh one that starts from KV (`init(restart)`);
     /// host-owned timers, sockets and pending requests stay.
     Restart,
@@ -180,6 +191,19 @@ pub struct Answer {
 }
 
 impl Expect {
+    /// Exactly this status and body.
+    pub fn exact(status: u16, body: &str) -> Expect {
+        Expect {
+            status,
+            body: Some(body.to_string()),
+            body_prefix: None,
+            body_suffix: None,
+            body_not: None,
+            body_hex_prefix: None,
+            min_elapsed_ms: None,
+        }
+    }
+
     /// Checks an answer; the error says what differed.
     pub fn check(&self, answer: &Answer) -> Result<()> {
         let text = String::from_utf8_lossy(&answer.body);
@@ -262,6 +286,32 @@ pub fn upstream_delay_ms(path: &str) -> u64 {
         .and_then(|ms| ms.split(['/', '?']).next())
         .and_then(|ms| ms.parse().ok())
         .unwrap_or(0)
+}
+
+/// For [`Step::OaepDecrypt`]: the request body (one hex ciphertext per line, the last one
+/// garbage) and the exact answer a correct host gives.
+pub fn oaep_batch(spki_der: &[u8], hash: &str, plaintexts: &[String]) -> Result<(String, String)> {
+    use rsa::pkcs8::DecodePublicKey;
+    let key = rsa::RsaPublicKey::from_public_key_der(spki_der).context("public key DER")?;
+    let mut rng = rand::thread_rng();
+    let mut lines = Vec::new();
+    for text in plaintexts {
+        let ct = match hash {
+            "sha1" => key.encrypt(&mut rng, rsa::Oaep::new::<sha1::Sha1>(), text.as_bytes())?,
+            "sha256" => key.encrypt(&mut rng, rsa::Oaep::new::<sha2::Sha256>(), text.as_bytes())?,
+            other => bail!("unknown OAEP hash {other}"),
+        };
+        lines.push(hex(&ct));
+    }
+    lines.push("00ff".into());
+    let mut want: Vec<String> = plaintexts.iter().map(|p| hex(p.as_bytes())).collect();
+    want.push("error".into());
+    Ok((lines.join("\n"), want.join("\n")))
+}
+
+/// Hex text of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The directory holding the scripts.

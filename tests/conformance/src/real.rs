@@ -242,6 +242,26 @@ pub async fn run_script<H: RealHost>(host: &mut H, script: &Script) -> Result<()
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
+            Step::OaepDecrypt {
+                key,
+                hash,
+                plaintexts,
+            } => {
+                let public = send(
+                    "GET".into(),
+                    format!("{prefix}/keys/public?name={key}"),
+                    vec![],
+                )
+                .await?;
+                if public.status != 200 {
+                    bail!("{}: /keys/public answered {}", at(), public.status);
+                }
+                let (body, want) = crate::oaep_batch(&public.body, hash, plaintexts)?;
+                let url = format!("{prefix}/keys/decrypt?name={key}&hash={hash}");
+                let answer = send("POST".into(), url, body.into_bytes()).await?;
+                let expect = crate::Expect::exact(200, &want);
+                expect.check(&answer).with_context(at)?;
+            }
             Step::Restart => host.restart().await.with_context(at)?,
             Step::Swap => host.swap().await.with_context(at)?,
             Step::Sleep { ms } => tokio::time::sleep(Duration::from_millis(*ms)).await,

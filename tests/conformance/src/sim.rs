@@ -323,6 +323,28 @@ fn settle(
     Ok(())
 }
 
+/// Sends one request and waits (in virtual time) for its answer.
+fn http(
+    sim: &mut Sim<ScriptWorld>,
+    index: usize,
+    method: &str,
+    path: String,
+    body: Vec<u8>,
+) -> Result<Answer> {
+    let name = format!("#{index}/{method} {path}");
+    act(
+        sim,
+        Action::Http {
+            name: name.clone(),
+            method: method.into(),
+            path,
+            body,
+        },
+    );
+    settle(sim, "an answer", |w| w.answers.contains_key(&name))?;
+    Ok(sim.world_mut().answers.remove(&name).expect("answered"))
+}
+
 fn run_step(
     sim: &mut Sim<ScriptWorld>,
     v2: &Guest,
@@ -435,6 +457,26 @@ fn run_step(
             if got != frames {
                 bail!("upstream WebSocket saw {got:?}");
             }
+        }
+        Step::OaepDecrypt {
+            key,
+            hash,
+            plaintexts,
+        } => {
+            let public = http(
+                sim,
+                index,
+                "GET",
+                format!("/keys/public?name={key}"),
+                vec![],
+            )?;
+            if public.status != 200 {
+                bail!("/keys/public answered {}", public.status);
+            }
+            let (body, want) = crate::oaep_batch(&public.body, hash, plaintexts)?;
+            let path = format!("/keys/decrypt?name={key}&hash={hash}");
+            let answer = http(sim, index, "POST", path, body.into_bytes())?;
+            crate::Expect::exact(200, &want).check(&answer)?;
         }
         Step::Restart => sim.crash()?,
         Step::Swap => sim.swap(v2)?,
