@@ -975,3 +975,75 @@ fn removed_or_vanished_subscriptions_are_recreated() {
     assert_eq!(w.pbx_activity(2).as_deref(), Some("meeting"));
     assert!(w.fake.requests().iter().all(|r| r.status != 409));
 }
+
+#[test]
+fn a_rotated_signing_key_is_fetched_again() {
+    let names = people(3);
+    let mut w = rich_world(&names);
+    w.start();
+    w.fake
+        .teams_client_presence(
+            "person.0000@contoso.onmicrosoft.com",
+            None,
+            "Busy",
+            "InAMeeting",
+        )
+        .unwrap();
+    w.advance(1_000);
+    assert_eq!(w.pbx_activity(0).as_deref(), Some("meeting"));
+    w.advance(2 * 60_000);
+    w.fake.rotate_signing_key();
+    let reads = w
+        .graph_calls("POST", "/v1.0/communications/getPresencesByUserId")
+        .len();
+    w.fake
+        .teams_client_presence("person.0001@contoso.onmicrosoft.com", None, "Away", "Away")
+        .unwrap();
+    w.advance(1_000);
+    assert_eq!(w.pbx_activity(1).as_deref(), Some("away"));
+    assert_eq!(w.graph_calls("GET", "/common/discovery/v2.0/keys").len(), 2);
+    assert_eq!(
+        w.graph_calls("POST", "/v1.0/communications/getPresencesByUserId")
+            .len(),
+        reads
+    );
+}
+
+#[test]
+fn notifications_of_another_tenant_change_nothing() {
+    let names = people(2);
+    let mut w = World::new(&names, &[], 1);
+    w.start();
+    let v: serde_json::Value = serde_json::from_str(&w.env.kv_text("sub/teams0").unwrap()).unwrap();
+    let uid = w
+        .fake
+        .user("person.0000@contoso.onmicrosoft.com")
+        .unwrap()
+        .id
+        .clone();
+    let reads = w
+        .graph_calls("POST", "/v1.0/communications/getPresencesByUserId")
+        .len();
+    let body = serde_json::json!({"value":[{"subscriptionId": v["id"], "clientState": v["client_state"],
+        "tenantId": "00000000-0000-0000-0000-000000000001", "changeType":"updated",
+        "resource": format!("communications/presences/{uid}"), "resourceData": {"id": uid}}]});
+    let (status, _, _) = w.post_to_connector(
+        &format!("{PREFIX}/subscriptions"),
+        body.to_string().into_bytes(),
+    );
+    assert_eq!(status, 202);
+    w.pump();
+    assert_eq!(
+        w.graph_calls("POST", "/v1.0/communications/getPresencesByUserId")
+            .len(),
+        reads
+    );
+    assert_eq!(
+        w.env
+            .counters
+            .get("graph_notifications_rejected_total{reason=unknown tenant}"),
+        Some(&1),
+        "{:?}",
+        w.env.counters
+    );
+}

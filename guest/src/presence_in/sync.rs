@@ -47,6 +47,9 @@ pub struct Config {
     pub login_url: String,
     /// Our app's client id (`aud` of validation tokens).
     pub client_id: String,
+    /// `presence.tenant`; when it is a tenant id (GUID), notifications of other tenants are
+    /// rejected.
+    pub tenant: String,
     /// Where Graph posts; `None` without `presence.public-url` (then reconciliation only).
     pub urls: Option<Urls>,
     /// Rich notifications (default) or plain (`presence.notifications = "plain"`).
@@ -96,6 +99,7 @@ impl Config {
         let graph_url = get("graph.url").unwrap_or_else(|| token::DEFAULT_GRAPH_RESOURCE.into());
         let login_url = get("graph.login-url").unwrap_or_else(|| token::DEFAULT_LOGIN_BASE.into());
         let client_id = get("presence.client-id").unwrap_or_default();
+        let tenant = get("presence.tenant").unwrap_or_default();
         let public = get("presence.public-url");
         let mode = get("presence.notifications").unwrap_or_else(|| "rich".into());
         let urls = public.map(|p| Urls::new(&p, domain, instance));
@@ -118,6 +122,7 @@ impl Config {
             graph_url,
             login_url,
             client_id,
+            tenant,
             urls,
             rich,
             renew_ms: seconds(env, "presence.renew-interval-s", 600),
@@ -213,6 +218,8 @@ pub struct PresenceSync {
     read_due: BTreeSet<String>,
     read_all_due: bool,
     settle_timer: bool,
+    /// Accounts whose sign-in failed since their last token (a reconnect of the Graph side).
+    failed: BTreeSet<String>,
     /// Force the next write of every user (the PBX may have lost our items).
     force: BTreeSet<String>,
 }
@@ -256,6 +263,7 @@ impl PresenceSync {
             read_due: BTreeSet::new(),
             read_all_due: false,
             settle_timer: false,
+            failed: BTreeSet::new(),
             force: BTreeSet::new(),
         }
     }
@@ -320,9 +328,19 @@ impl PresenceSync {
 
     /// A token manager event.
     pub fn on_token(&mut self, env: &mut impl Env, tokens: &Tokens, ev: &TokenEvent) {
-        let TokenEvent::Ready { account } = ev else {
-            return;
+        let account = match ev {
+            TokenEvent::Ready { account } => account,
+            TokenEvent::Failed { account, .. } => {
+                self.failed.insert(account.clone());
+                return;
+            }
+            TokenEvent::DeviceCode { .. } => return,
         };
+        if self.failed.remove(account) {
+            // Graph was unreachable for this account: notifications may have been lost.
+            let ids = self.subs.get(account).map(|s| s.desired.clone());
+            self.reconcile(env, tokens, ids);
+        }
         if self.entra.is_none() && !self.users_fetching {
             self.fetch_users(env, tokens);
         }
@@ -1194,8 +1212,17 @@ impl PresenceSync {
                     .filter(|r| r.id == it.subscription_id)
                     .map(|r| (a.clone(), r.client_state.clone()))
             });
+            let tenant_is_id =
+                self.cfg.tenant.len() == 36 && self.cfg.tenant.matches('-').count() == 4;
             match owner {
                 None => self.forged(env, req, "unknown subscription"),
+                Some(_)
+                    if tenant_is_id
+                        && !it.tenant_id.is_empty()
+                        && !it.tenant_id.eq_ignore_ascii_case(&self.cfg.tenant) =>
+                {
+                    self.forged(env, req, "unknown tenant")
+                }
                 Some((_, cs)) if !notif::same_secret(&cs, &it.client_state) => {
                     self.forged(env, req, "wrong clientState")
                 }
@@ -1293,6 +1320,23 @@ impl PresenceSync {
                     }
                     return;
                 }
+                TokenCheck::UnknownKey(kid) => {
+                    // The key set was fetched a moment ago and still lacks the key: the content
+                    // cannot be trusted, but the clientState matched, so read the presence.
+                    env.kv_delete(&key);
+                    env.log(
+                        Level::Warn,
+                        target::GRAPH,
+                        &format!("validation token signed with unknown key {kid}; re-reading presence instead"),
+                    );
+                    let ids: Vec<String> = c
+                        .items
+                        .iter()
+                        .map(|i| i.resource_id.clone())
+                        .filter(|i| !i.is_empty())
+                        .collect();
+                    self.read(env, tokens, ids, 0);
+                }
                 TokenCheck::Bad(why) => {
                     env.kv_delete(&key);
                     env.counter_add(
@@ -1331,14 +1375,14 @@ impl PresenceSync {
             }
             let Some((_, key)) = self.jwks.iter().find(|(k, _)| *k == jwt.kid) else {
                 // An unknown key id: the key set rotated (or was never fetched).
-                // Refetched at most every 5 minutes, so forged key ids cannot cause a storm.
+                // Refetched at most once a minute, so made-up key ids cannot cause a storm.
                 let stale = self
                     .jwks_fetched_ms
-                    .is_none_or(|at| now.saturating_sub(at) > 300_000);
+                    .is_none_or(|at| env.now_ms().saturating_sub(at) > 60_000);
                 return if self.jwks_fetching || stale {
                     TokenCheck::NeedKeys
                 } else {
-                    TokenCheck::Bad(format!("unknown signing key {}", jwt.kid))
+                    TokenCheck::UnknownKey(jwt.kid)
                 };
             };
             if !env.key_verify_rs256(key, &jwt.signed, &jwt.signature) {
@@ -1456,6 +1500,7 @@ fn decide(applied: &Applied, p: &Presence, forced: bool) -> Decision {
 enum TokenCheck {
     Ok,
     NeedKeys,
+    UnknownKey(String),
     Bad(String),
 }
 
