@@ -120,27 +120,26 @@ async fn hello(client: &HttpClient, url: &str) -> Option<u16> {
     Some(status)
 }
 
-/// Spawns the host and returns (process, time until the guest answered).
+/// Spawns the host and returns (process, time until the guest answered, or `None` if it never
+/// did within a minute, URL of `/hello`).
 async fn start_and_time(
     subject: &Subject,
     dir: &Path,
     client: &HttpClient,
-) -> (Child, Duration, String) {
+) -> (Child, Option<Duration>, String) {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}/test.local/t/hello");
     let started = Instant::now();
-    let mut child = (subject.start)(dir, port);
-    loop {
+    let child = (subject.start)(dir, port);
+    let mut ready = None;
+    while started.elapsed() < Duration::from_secs(60) {
         if hello(client, &url).await == Some(200) {
-            return (child, started.elapsed(), url);
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{} did not start", subject.name);
+            ready = Some(started.elapsed());
+            break;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    (child, ready, url)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -181,7 +180,13 @@ async fn main() {
         let (mut child, cold, _) = start_and_time(subject, &dir, &client).await;
         child.kill().unwrap();
         child.wait().unwrap();
+        let cold = cold.unwrap_or_else(|| panic!("{} did not start", subject.name));
         let (mut child, warm, url) = start_and_time(subject, &dir, &client).await;
+        let Some(warm) = warm else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{} did not start", subject.name);
+        };
 
         let mut samples = Vec::with_capacity(SEQUENTIAL);
         for _ in 0..200 {
