@@ -49,3 +49,48 @@ async fn node_host_passes_every_script() {
     }
     report(results, "node").unwrap();
 }
+
+#[test]
+fn every_script_checks_effects_and_awaits_what_it_sends() {
+    use conformance::Step;
+    for script in load_scripts(&scripts_dir()).unwrap() {
+        let checks = script
+            .steps
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s,
+                    Step::Http {
+                        expect: Some(_),
+                        ..
+                    } | Step::Await { .. }
+                        | Step::WsExpect { .. }
+                        | Step::UpstreamSeen { .. }
+                        | Step::UpstreamWsSeen { .. }
+                        | Step::OaepDecrypt { .. }
+                )
+            })
+            .count();
+        assert!(checks > 0, "{} checks nothing", script.name);
+        assert!(
+            !script.about.is_empty(),
+            "{} does not say what it proves",
+            script.name
+        );
+        let sent: Vec<&String> = script
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Http { name: Some(n), .. } => Some(n),
+                _ => None,
+            })
+            .collect();
+        for name in sent {
+            let awaited = script
+                .steps
+                .iter()
+                .any(|s| matches!(s, Step::Await { name: n, .. } if n == name));
+            assert!(awaited, "{}: request {name} is never awaited", script.name);
+        }
+    }
+}
