@@ -4,7 +4,7 @@ WASM       := wasm32-wasip2
 GUEST_OUT  := target/$(WASM)/guest
 ARTIFACTS  := tests/artifacts
 
-.PHONY: build guest test-guests host run test bench fmt lint clean
+.PHONY: build guest test-guests host node-host run test bench fmt lint clean
 
 build: guest test-guests host
 
@@ -33,8 +33,15 @@ run: guest
 		$(CARGO) run -p e2e --bin demo; \
 	fi
 
-test: guest test-guests
+## The Node.js host (examples/node-host): npm packages from the registry, guests transpiled by jco.
+NODE_HOST := examples/node-host
+node-host: guest test-guests
+	npm ci --prefix $(NODE_HOST) --no-audit --no-fund
+	npm run build --prefix $(NODE_HOST)
+
+test: guest test-guests node-host
 	$(CARGO) test --workspace
+	npm test --prefix $(NODE_HOST)
 
 bench: guest test-guests
 	$(CARGO) run --release -p apphost --example bench
