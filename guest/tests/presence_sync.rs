@@ -1047,3 +1047,77 @@ fn notifications_of_another_tenant_change_nothing() {
         w.env.counters
     );
 }
+
+#[test]
+fn a_hot_swap_in_the_middle_of_sync_loses_nothing() {
+    let names = people(6);
+    let mut w = World::new(&names, &[], 1);
+    w.start();
+    // Notifications in flight, a Graph read pending: the old guest acknowledged the
+    // notification (inbox) but never sees the read's answer.
+    w.fake
+        .teams_client_presence(
+            "person.0004@contoso.onmicrosoft.com",
+            None,
+            "Busy",
+            "InAMeeting",
+        )
+        .unwrap();
+    for o in w.fake.take_effects() {
+        let (status, content_type, body) = w.post_to_connector(&o.url, o.body.clone());
+        w.fake.outbound_result(
+            o.id,
+            OutboundResult::Status {
+                status,
+                content_type,
+                body,
+                elapsed_ms: 5,
+            },
+        );
+    }
+    assert!(!w.env.kv_keys("inbox/presence/").is_empty());
+    // The swap: the host keeps sockets, timers and KV; requests of the old guest complete into
+    // the new one, which does not know them.
+    let open: Vec<WsOpen> =
+        w.c.pbx
+            .connections()
+            .map(|c| WsOpen {
+                id: c.ws,
+                direction: WsDirection::Inbound,
+                path: "/innovaphone-microsoft365".into(),
+                headers: vec![],
+                peer: c.peer.clone(),
+            })
+            .collect();
+    w.c = Connector::new();
+    w.c.handle(
+        &mut w.env,
+        Event::Init(InitInfo {
+            reason: microsoft365::event::InitReason::Upgrade,
+            from_version: Some("microsoft365 0.0.9".into()),
+            snapshot: None,
+            open_websockets: open,
+        }),
+    );
+    w.pump();
+    w.advance(5_000);
+    assert_eq!(w.pbx_activity(4).as_deref(), Some("meeting"));
+    assert!(w.env.kv_keys("inbox/presence/").is_empty());
+    // Sync continues on the adopted subscription.
+    w.fake
+        .teams_client_presence("person.0005@contoso.onmicrosoft.com", None, "Away", "Away")
+        .unwrap();
+    w.advance(1_000);
+    assert_eq!(w.pbx_activity(5).as_deref(), Some("away"));
+    assert_eq!(w.graph_calls("POST", "/v1.0/subscriptions"), vec![201]);
+    assert!(w.fake.requests().iter().all(|r| r.status != 409));
+    // The old guest's periodic timers fire into the new one and are not re-armed: one rhythm.
+    w.advance(25 * 60_000);
+    let renewals = w
+        .env
+        .timers
+        .values()
+        .filter(|(_, tag)| tag.starts_with("f1:renew"))
+        .count();
+    assert_eq!(renewals, 1);
+}

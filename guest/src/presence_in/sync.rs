@@ -218,6 +218,8 @@ pub struct PresenceSync {
     read_due: BTreeSet<String>,
     read_all_due: bool,
     settle_timer: bool,
+    /// Timers this instance set; timers of a previous guest (hot swap) are ignored.
+    timers: BTreeSet<TimerId>,
     /// Accounts whose sign-in failed since their last token (a reconnect of the Graph side).
     failed: BTreeSet<String>,
     /// Force the next write of every user (the PBX may have lost our items).
@@ -264,6 +266,7 @@ impl PresenceSync {
             read_all_due: false,
             settle_timer: false,
             failed: BTreeSet::new(),
+            timers: BTreeSet::new(),
             force: BTreeSet::new(),
         }
     }
@@ -288,10 +291,16 @@ impl PresenceSync {
         if self.accounts.is_empty() {
             return;
         }
-        env.timer_set(self.cfg.renew_ms, &timer_tag("renew", ""));
-        env.timer_set(self.cfg.reconcile_ms, &timer_tag("reconcile", ""));
-        env.timer_set(self.cfg.licence_ms, &timer_tag("licence", ""));
-        env.timer_set(self.cfg.users_ms, &timer_tag("users", ""));
+        self.set_timer(env, self.cfg.renew_ms, &timer_tag("renew", ""));
+        self.set_timer(env, self.cfg.reconcile_ms, &timer_tag("reconcile", ""));
+        self.set_timer(env, self.cfg.licence_ms, &timer_tag("licence", ""));
+        self.set_timer(env, self.cfg.users_ms, &timer_tag("users", ""));
+    }
+
+    fn set_timer(&mut self, env: &mut impl Env, after_ms: u64, tag: &str) -> TimerId {
+        let id = env.timer_set(after_ms, tag);
+        self.timers.insert(id);
+        id
     }
 
     /// Microsoft's clock as far as we know it.
@@ -431,7 +440,7 @@ impl PresenceSync {
 
     fn settle(&mut self, env: &mut impl Env) {
         if !self.settle_timer {
-            env.timer_set(self.cfg.settle_ms, &timer_tag("settle", ""));
+            self.set_timer(env, self.cfg.settle_ms, &timer_tag("settle", ""));
             self.settle_timer = true;
         }
     }
@@ -719,25 +728,29 @@ impl PresenceSync {
             return false;
         };
         let (kind, account) = rest.split_once(':').unwrap_or((rest, ""));
+        if !self.timers.remove(&id) {
+            // Set by the guest before a hot swap: this instance set its own at init.
+            return true;
+        }
         match kind {
             "renew" => {
-                env.timer_set(self.cfg.renew_ms, tag);
+                self.set_timer(env, self.cfg.renew_ms, tag);
                 for a in self.accounts.clone() {
                     self.renew(env, tokens, &a);
                 }
             }
             "reconcile" => {
-                env.timer_set(self.cfg.reconcile_ms, tag);
+                self.set_timer(env, self.cfg.reconcile_ms, tag);
                 self.reconcile(env, tokens, None);
             }
             "licence" => {
-                env.timer_set(self.cfg.licence_ms, tag);
+                self.set_timer(env, self.cfg.licence_ms, tag);
                 for row in Self::pbx_rows(env) {
                     let _ = pbx.check_licence(env, &row.guid);
                 }
             }
             "users" => {
-                env.timer_set(self.cfg.users_ms, tag);
+                self.set_timer(env, self.cfg.users_ms, tag);
                 if !self.users_fetching {
                     self.fetch_users(env, tokens);
                 }
@@ -785,7 +798,7 @@ impl PresenceSync {
                 delay / 1000
             ),
         );
-        env.timer_set(delay, &timer_tag("retry-sub", account));
+        self.set_timer(env, delay, &timer_tag("retry-sub", account));
     }
 
     /// An HTTP completion; `false` if not this module's.
@@ -855,7 +868,7 @@ impl PresenceSync {
                             delay / 1000
                         ),
                     );
-                    env.timer_set(delay, &timer_tag("retry-users", ""));
+                    self.set_timer(env, delay, &timer_tag("retry-users", ""));
                 }
             },
             Pending::Read { ids, attempt } => match presence::parse(&resp) {
@@ -874,7 +887,7 @@ impl PresenceSync {
                         &[("call", "getPresencesByUserId")],
                         1,
                     );
-                    let t = env.timer_set(delay, &timer_tag("retry-read", ""));
+                    let t = self.set_timer(env, delay, &timer_tag("retry-read", ""));
                     self.retry_reads.insert(t, (ids, attempt + 1));
                 }
                 Err(e) => env.log(
