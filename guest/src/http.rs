@@ -1,7 +1,9 @@
 //! Routing of inbound HTTP requests (paths are below the instance prefix `/<domain>/<instance>`).
 //!
-//! For now: `GET /status` (JSON: versions, uptime, event counts, PBX connections); everything
-//! else is 404, as the notification URL must be for a browser GET (product.md F5).
+//! `GET /status` (JSON: versions, uptime, event counts, PBX connections, F1 matching and
+//! subscriptions); everything else is 404, as the notification URL must be for a browser GET
+//! (product.md F5). Graph's `POST /subscriptions` and `POST /lifecycle` never reach this
+//! module: the connector hands them to `presence_in::sync`.
 
 use serde_json::{Value, json};
 
