@@ -1121,3 +1121,32 @@ fn a_hot_swap_in_the_middle_of_sync_loses_nothing() {
         .count();
     assert_eq!(renewals, 1);
 }
+
+#[test]
+fn a_reconnecting_slave_gets_the_presence_written_again() {
+    let names = people(3);
+    let mut w = World::new(&names, &[], 1);
+    w.start();
+    // Person 2 lives on the slave.
+    w.fake
+        .teams_client_presence(
+            "person.0002@contoso.onmicrosoft.com",
+            None,
+            "Busy",
+            "InAMeeting",
+        )
+        .unwrap();
+    w.advance(1_000);
+    assert_eq!(w.pbx_activity(2).as_deref(), Some("meeting"));
+    w.pbx.kill("slave");
+    w.advance(1_000);
+    let writes = w.env.counters.get("presence_pbx_writes_total").copied();
+    w.pbx.restore("slave");
+    w.advance(60_000);
+    assert!(w.pbx.is_logged_in("slave"));
+    w.advance(5_000);
+    // Reconciled after the reconnect and written again, even though nothing changed in Teams.
+    assert!(w.env.counters.get("presence_pbx_writes_total").copied() > writes);
+    assert_eq!(w.pbx_activity(2).as_deref(), Some("meeting"));
+    assert!(w.pbx.violations().is_empty(), "{:?}", w.pbx.violations());
+}

@@ -1493,8 +1493,10 @@ enum Decision {
 }
 
 fn decide(applied: &Applied, p: &Presence, forced: bool) -> Decision {
+    // Only strictly older updates are dropped: the same number is the same state (a duplicate,
+    // or a reconciliation read) and falls through to the unchanged check.
     if let (Some(new), Some(old)) = (&p.sequence_number, &applied.seq)
-        && !newer(new, old)
+        && newer(old, new)
     {
         return Decision::OutOfOrder;
     }
@@ -1575,9 +1577,14 @@ mod tests {
             decide(&a, &p("Away", "Away", Some("C09")), false),
             Decision::OutOfOrder
         );
+        // The same number: the same state, unchanged unless a write is forced.
         assert_eq!(
-            decide(&a, &p("Away", "Away", Some("C0A")), false),
-            Decision::OutOfOrder
+            decide(&a, &p("Busy", "InAMeeting", Some("C0A")), false),
+            Decision::Unchanged
+        );
+        assert_eq!(
+            decide(&a, &p("Busy", "InAMeeting", Some("C0A")), true),
+            Decision::Write("meeting")
         );
         assert_eq!(
             decide(&a, &p("Away", "Away", Some("C0B")), false),
