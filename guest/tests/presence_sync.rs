@@ -1150,3 +1150,29 @@ fn a_reconnecting_slave_gets_the_presence_written_again() {
     assert_eq!(w.pbx_activity(2).as_deref(), Some("meeting"));
     assert!(w.pbx.violations().is_empty(), "{:?}", w.pbx.violations());
 }
+
+#[test]
+fn plain_mode_is_a_setting() {
+    let names = people(2);
+    let mut w = rich_world(&names);
+    w.env.set_config("presence.notifications", "plain");
+    w.start();
+    let sub: serde_json::Value =
+        serde_json::from_str(&w.env.kv_text("sub/teams0").unwrap()).unwrap();
+    assert_eq!(sub["rich"], false);
+    let reads = w
+        .graph_calls("POST", "/v1.0/communications/getPresencesByUserId")
+        .len();
+    w.fake
+        .teams_client_presence("person.0001@contoso.onmicrosoft.com", None, "Busy", "Busy")
+        .unwrap();
+    w.advance(1_000);
+    assert_eq!(w.pbx_activity(1).as_deref(), Some("busy"));
+    // The notification carried no state: the presence was read.
+    assert_eq!(
+        w.graph_calls("POST", "/v1.0/communications/getPresencesByUserId")
+            .len(),
+        reads + 1
+    );
+    assert_eq!(w.graph_calls("GET", "/common/discovery/v2.0/keys").len(), 0);
+}
