@@ -1,0 +1,85 @@
+//! `make bench`: the figures of issue 10, measured side by side in one run on one machine and
+//! printed as one markdown table (figure, target, pass/miss).
+//!
+//! Each module measures one group of rows and returns [`table::Row`]s; [`run`] calls them in
+//! order. A figure that needs a feature the connector does not have yet is printed as "not
+//! measurable yet" by [`pending`], never estimated: when the feature lands, replace its entry
+//! there with a module that measures it.
+//!
+//! Everything runs on loopback. Each measurement warms up first and then measures a bounded
+//! amount of work, so no loop depends on the machine being fast to terminate.
+
+#![deny(missing_docs)]
+
+pub mod core_ratio;
+pub mod hosted;
+pub mod http;
+pub mod machine;
+pub mod memory;
+pub mod overhead;
+pub mod pending;
+pub mod plan;
+pub mod rsa;
+pub mod startup;
+pub mod swap;
+pub mod table;
+
+use std::time::Instant;
+
+pub use plan::Plan;
+pub use table::Row;
+
+/// Runs every measurement of `plan` in order and returns the rows. A measurement that fails
+/// becomes a row saying so (the table is still printed).
+pub async fn run(plan: &Plan) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let step = |name: &str| {
+        eprintln!("bench: {name} ...");
+        Instant::now()
+    };
+
+    let t = step("native RSA bound");
+    let rsa = rsa::measure(plan).await;
+    eprintln!("  {:?}", t.elapsed());
+    let rsa_bound = rsa.bound;
+    rows.extend(rsa.rows);
+
+    // Rows that need features not landed yet keep their place in the issue's order.
+    rows.extend(pending::teams_to_pbx(rsa_bound));
+
+    let t = step("wasm/native ratio");
+    rows.extend(or_failed(
+        "wasm/native ratio",
+        core_ratio::measure(plan).await,
+    ));
+    eprintln!("  {:?}", t.elapsed());
+
+    let t = step("host overhead");
+    rows.extend(or_failed("host overhead", overhead::measure(plan).await));
+    eprintln!("  {:?}", t.elapsed());
+
+    let t = step("hot swap");
+    rows.extend(or_failed("hot swap", swap::measure(plan).await));
+    eprintln!("  {:?}", t.elapsed());
+
+    let t = step("start-up");
+    rows.extend(or_failed("start-up", startup::measure(plan).await));
+    eprintln!("  {:?}", t.elapsed());
+
+    if let Some(users) = plan.memory_users {
+        let t = step("memory");
+        let result = tokio::task::spawn_blocking(move || memory::measure(users))
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r);
+        rows.extend(or_failed("memory", result));
+        eprintln!("  {:?}", t.elapsed());
+    }
+
+    rows.extend(pending::after_memory());
+    rows
+}
+
+fn or_failed(what: &str, result: anyhow::Result<Vec<Row>>) -> Vec<Row> {
+    result.unwrap_or_else(|e| vec![Row::failed(what, &format!("{e:#}"))])
+}

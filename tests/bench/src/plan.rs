@@ -1,0 +1,60 @@
+//! How much work each measurement does: [`Plan::full`] for `make bench`, [`Plan::smoke`] for the
+//! test that proves the harness works in a few seconds (its figures mean nothing).
+
+use std::time::Duration;
+
+/// Sizes of every measurement.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// How long each RSA measurement decrypts (after a tenth as long of warm-up).
+    pub rsa_time: Duration,
+    /// Run `openssl speed` next to aws-lc-rs (about 4 x `rsa_time`: sign, verify per process).
+    pub openssl: bool,
+    /// Requests per side (guest and plain hyper) in the host-overhead row, after as many
+    /// again of warm-up.
+    pub http_requests: usize,
+    /// Concurrent clients of the host-overhead row.
+    pub clients: usize,
+    /// Replicated user rows driven through the core, natively and inside the host.
+    pub core_rows: u32,
+    /// Offered load of the hot-swap row, events per second.
+    pub swap_rate: u32,
+    /// Steady load before the swap and after it.
+    pub swap_settle: Duration,
+    /// Cold starts per variant (with and without the precompiled cache); the median is shown.
+    pub startup_runs: usize,
+    /// Synced users of the two memory points, or `None` to skip (it builds and starts processes).
+    pub memory_users: Option<(usize, usize)>,
+}
+
+impl Plan {
+    /// `make bench`: a few minutes on 2 cores.
+    pub fn full() -> Plan {
+        Plan {
+            rsa_time: Duration::from_secs(3),
+            openssl: true,
+            http_requests: 20_000,
+            clients: 16,
+            core_rows: 10_000,
+            swap_rate: 5_000,
+            swap_settle: Duration::from_secs(2),
+            startup_runs: 5,
+            memory_users: Some((1_000, 10_000)),
+        }
+    }
+
+    /// Tiny sizes for the smoke test.
+    pub fn smoke() -> Plan {
+        Plan {
+            rsa_time: Duration::from_millis(50),
+            openssl: false,
+            http_requests: 200,
+            clients: 4,
+            core_rows: 50,
+            swap_rate: 500,
+            swap_settle: Duration::from_millis(200),
+            startup_runs: 1,
+            memory_users: None,
+        }
+    }
+}
