@@ -170,6 +170,8 @@ pub struct WorldStats {
     pub teams_changes: u64,
     /// Faults applied, by kind.
     pub faults: BTreeMap<&'static str, u64>,
+    /// Guest requests by method and path shape (ids and queries left out).
+    pub requests_by_kind: BTreeMap<String, u64>,
 }
 
 /// The fakes in virtual time.
@@ -612,6 +614,19 @@ fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     }
 }
 
+/// `POST /v1.0/subscriptions/{id}` style: the first three path segments, long ones elided.
+fn request_kind(req: &HttpRequest) -> String {
+    let target = url_target(&req.url);
+    let path = target.split('?').next().unwrap_or("");
+    let segs: Vec<&str> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .take(3)
+        .map(|s| if s.len() > 24 { "{id}" } else { s })
+        .collect();
+    format!("{} /{}", req.method, segs.join("/"))
+}
+
 /// `https://host/path?q` -> `/path?q`.
 fn url_target(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
@@ -636,6 +651,11 @@ fn to_wit(resp: fake_m365::Response) -> HttpResponse {
 impl World for FakesWorld {
     fn http_start(&mut self, now: u64, id: u64, req: HttpRequest) {
         self.stats.http_requests += 1;
+        *self
+            .stats
+            .requests_by_kind
+            .entry(request_kind(&req))
+            .or_default() += 1;
         let deadline = now + u64::from(req.timeout_ms.max(1));
         self.open_requests.insert(id, deadline);
         self.schedule(deadline, Net::GuestTimeout(id));

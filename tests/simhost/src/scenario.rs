@@ -106,12 +106,16 @@ pub struct Summary {
     pub http_requests: u64,
     /// Fake POSTs to the guest.
     pub fake_posts: u64,
+    /// Guest requests by kind.
+    pub requests_by_kind: BTreeMap<String, u64>,
     /// PBX dials.
     pub pbx_dials: u64,
     /// Teams presence changes.
     pub teams_changes: u64,
     /// Final KV entries.
     pub kv_entries: usize,
+    /// Guest timers pending at the end.
+    pub pending_timers: usize,
     /// Guest log lines.
     pub log_lines: usize,
     /// Wall-clock seconds.
@@ -145,14 +149,21 @@ impl fmt::Display for Summary {
         )?;
         writeln!(
             f,
-            "world: {} requests to Microsoft, {} posts from Microsoft, {} PBX dials, {} Teams presence changes; KV {} entries, {} log lines",
+            "world: {} requests to Microsoft, {} posts from Microsoft, {} PBX dials, {} Teams presence changes; KV {} entries, {} timers pending, {} log lines",
             self.http_requests,
             self.fake_posts,
             self.pbx_dials,
             self.teams_changes,
             self.kv_entries,
+            self.pending_timers,
             self.log_lines
         )?;
+        let kinds: Vec<String> = self
+            .requests_by_kind
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        writeln!(f, "requests: {}", kinds.join(", "))?;
         let faults: Vec<String> = self
             .faults
             .iter()
@@ -258,9 +269,15 @@ pub fn run(guest: &Guest, sc: &Scenario) -> Result<Summary> {
     );
     pbx.switches.log_outgoing = false;
 
-    // The same people in Teams, matched by address.
+    // The same people in Teams (those with an address), under the same display name: the
+    // guest matches PBX `cn` to Entra `displayName` by default. A name that occurs twice on
+    // either side matches nobody, so such users are left out of the presence invariant.
     let mut matched = Vec::new();
     let mut seen = BTreeSet::new();
+    let mut names: BTreeMap<String, usize> = BTreeMap::new();
+    for u in pbx.users() {
+        *names.entry(u.cn.to_lowercase()).or_default() += 1;
+    }
     let people: Vec<(String, String, String)> = pbx
         .users()
         .filter(|u| u.pseudo.is_none() && !u.email().is_empty())
@@ -270,6 +287,7 @@ pub fn run(guest: &Guest, sc: &Scenario) -> Result<Summary> {
         if !seen.insert(email.to_ascii_lowercase()) {
             continue;
         }
+        let unique = names.get(&cn.to_lowercase()) == Some(&1);
         let user = fake.add_user(UserSpec {
             display_name: cn,
             user_principal_name: Some(email.clone()),
@@ -278,6 +296,9 @@ pub fn run(guest: &Guest, sc: &Scenario) -> Result<Summary> {
             ..Default::default()
         });
         let licensed = pbx.is_licensed(&guid, LICENCE);
+        if !unique {
+            continue;
+        }
         matched.push(Matched {
             pbx_guid: guid,
             upn: email,
@@ -287,12 +308,10 @@ pub fn run(guest: &Guest, sc: &Scenario) -> Result<Summary> {
     }
 
     let mut settings = BTreeMap::new();
-    let base = format!("https://connector.example.net/{DOMAIN}/{INSTANCE}");
     for (k, v) in [
         ("instance.name", INSTANCE.to_string()),
         ("instance.domain", DOMAIN.to_string()),
         ("instance.password", instance_password),
-        ("instance.url", base.clone()),
         ("pbx.master", "master".into()),
         (
             "graph.login-url",
@@ -305,8 +324,15 @@ pub fn run(guest: &Guest, sc: &Scenario) -> Result<Summary> {
             "presence.accounts",
             serde_json::Value::from(accounts).to_string(),
         ),
-        ("presence.notification-url", base),
-        ("presence.rich-notifications", sc.rich.to_string()),
+        // The guest appends `/<domain>/<instance>/...` to the public base itself.
+        (
+            "presence.public-url",
+            "https://connector.example.net/".into(),
+        ),
+        (
+            "presence.notifications",
+            if sc.rich { "rich" } else { "plain" }.into(),
+        ),
     ] {
         settings.insert(k.to_string(), v);
     }
@@ -418,9 +444,11 @@ pub fn run(guest: &Guest, sc: &Scenario) -> Result<Summary> {
         trace: stats.trace,
         http_requests: world.stats.http_requests,
         fake_posts: world.stats.fake_posts,
+        requests_by_kind: world.stats.requests_by_kind.clone(),
         pbx_dials: world.stats.pbx_dials,
         teams_changes: world.stats.teams_changes,
         kv_entries: sim.durable().kv.len(),
+        pending_timers: sim.pending_timers(),
         log_lines: sim.durable().logs.len(),
         wall_s: wall.elapsed().as_secs_f64(),
     })
