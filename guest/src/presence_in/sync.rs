@@ -890,11 +890,17 @@ impl PresenceSync {
                     let t = self.set_timer(env, delay, &timer_tag("retry-read", ""));
                     self.retry_reads.insert(t, (ids, attempt + 1));
                 }
-                Err(e) => env.log(
-                    Level::Error,
-                    target::GRAPH,
-                    &format!("reading presence of {} users failed: {e}", ids.len()),
-                ),
+                Err(e) => {
+                    env.log(
+                        Level::Error,
+                        target::GRAPH,
+                        &format!("reading presence of {} users failed: {e}", ids.len()),
+                    );
+                    // Retrying cannot help; the periodic reconciliation covers synced users.
+                    for i in &ids {
+                        env.kv_delete(&format!("{INBOX_IDS}{}", store::segment(i)));
+                    }
+                }
             },
             Pending::List { account } => match subs::parse_list(&resp) {
                 Ok(list) => self.adopt(env, tokens, &account, list),
