@@ -1176,3 +1176,26 @@ fn plain_mode_is_a_setting() {
     );
     assert_eq!(w.graph_calls("GET", "/common/discovery/v2.0/keys").len(), 0);
 }
+
+#[test]
+fn users_go_to_signed_in_accounts() {
+    let names = people(900);
+    let mut w = World::new(&names, &[], 2);
+    // A third account waits for a device-code sign-in that nobody completes.
+    let mut accounts: serde_json::Value =
+        serde_json::from_str(&w.env.config["presence.accounts"]).unwrap();
+    accounts.as_array_mut().unwrap().insert(
+        0,
+        serde_json::json!({"name": "teams-mfa", "device-code": true}),
+    );
+    w.env.set_config("presence.accounts", &accounts.to_string());
+    w.start();
+    let mut watched = 0;
+    for a in ["teams0", "teams1"] {
+        let v: serde_json::Value =
+            serde_json::from_str(&w.env.kv_text(&format!("sub/{a}")).unwrap()).unwrap();
+        watched += v["ids"].as_array().unwrap().len();
+    }
+    assert_eq!(watched, 900);
+    assert!(w.env.kv_text("sub/teams-mfa").is_none());
+}

@@ -579,6 +579,16 @@ impl PresenceSync {
             s.desired.retain(|id| self.matched.contains_key(id));
             s.desired.retain(|id| assigned.insert(id.clone()));
         }
+        // New users go to signed-in accounts (one waiting for a device-code sign-in would hold
+        // them unwatched); if none is signed in, to any.
+        let now = env.now_ms();
+        let ready: BTreeSet<String> = self
+            .accounts
+            .iter()
+            .filter(|a| tokens.access_token(a, now).is_some())
+            .cloned()
+            .collect();
+        let any_ready = !ready.is_empty();
         let mut overflow = 0usize;
         for id in self.matched.keys() {
             if assigned.contains(id) {
@@ -586,8 +596,11 @@ impl PresenceSync {
             }
             match self
                 .subs
-                .values_mut()
-                .filter(|s| s.desired.len() < subs::MAX_IDS)
+                .iter_mut()
+                .filter(|(a, s)| {
+                    (!any_ready || ready.contains(*a)) && s.desired.len() < subs::MAX_IDS
+                })
+                .map(|(_, s)| s)
                 .min_by_key(|s| s.desired.len())
             {
                 Some(s) => s.desired.push(id.clone()),
