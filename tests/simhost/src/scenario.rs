@@ -346,9 +346,9 @@ pub fn run(guest: &Guest, sc: &Scenario) -> Result<Summary> {
         token_lifetime_s: fake.config().access_token_lifetime_s,
         quiet: sc.quiet,
     });
-    // About four Teams presence changes per user and day (each one costs the fake a pass over
+    // About three Teams presence changes per user and day (each one costs the fake a pass over
     // all users, so more would only slow the run down).
-    let workload_mean = DAY / (4 * sc.users.max(1) as u64);
+    let workload_mean = DAY / (3 * sc.users.max(1) as u64);
     let users = sc.users;
     let mut world = FakesWorld::new(
         fake,
