@@ -56,7 +56,13 @@ pub fn artifact(relative: &str) -> Result<PathBuf> {
 }
 
 /// Writes `apphost.toml` and `plugins/guest.wasm` into `dir`, for one instance.
-pub fn prepare(dir: &Path, wasm: &Path, domain: &str, name: &str, password: &str) -> Result<PathBuf> {
+pub fn prepare(
+    dir: &Path,
+    wasm: &Path,
+    domain: &str,
+    name: &str,
+    password: &str,
+) -> Result<PathBuf> {
     std::fs::create_dir_all(dir.join("plugins"))?;
     std::fs::copy(wasm, dir.join(format!("plugins/{PLUGIN}.wasm")))
         .with_context(|| format!("copying {}", wasm.display()))?;

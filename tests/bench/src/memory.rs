@@ -62,7 +62,10 @@ fn rss_with_users(users: usize) -> Result<(u64, Duration)> {
     let deadline = t + Duration::from_secs(300);
     loop {
         let st = stack.connector().status()?;
-        if st.logged_in("master").is_some_and(|c| c.users == users as u64) {
+        if st
+            .logged_in("master")
+            .is_some_and(|c| c.users == users as u64)
+        {
             break;
         }
         stack.check_running()?;
@@ -87,13 +90,19 @@ pub fn measure((small, large): (usize, usize)) -> Result<Vec<Row>> {
     let how = "apphost process VmRSS after the fake PBX's user table is fully replicated (PBX users only: Teams user sync not landed)";
     Ok(vec![
         Row::info(
-            &format!("memory: apphost RSS, {} synced users", thousands(small as f64)),
+            &format!(
+                "memory: apphost RSS, {} synced users",
+                thousands(small as f64)
+            ),
             mib(rss_small),
             "—",
             &format!("{how}; replication took {:.1} s", t_small.as_secs_f64()),
         ),
         Row::info(
-            &format!("memory: apphost RSS, {} synced users", thousands(large as f64)),
+            &format!(
+                "memory: apphost RSS, {} synced users",
+                thousands(large as f64)
+            ),
             mib(rss_large),
             "—",
             &format!("{how}; replication took {:.1} s", t_large.as_secs_f64()),

@@ -33,19 +33,17 @@ pub async fn measure(plan: &Plan) -> Result<Vec<Row>> {
     let (guest, plain) = (guest / 2.0, plain / 2.0);
     hosted::stop(host).await;
     let ratio = plain / guest;
-    Ok(vec![
-        Row::check(
-            "host overhead: plain hyper req/s ÷ guest req/s",
-            format!(
-                "{ratio:.2}x (guest {} /s, plain hyper {} /s)",
-                thousands(guest),
-                thousands(plain)
-            ),
-            "<= 2x",
-            ratio <= 2.0,
-            &format!(
-                "test guest `GET /hello` via in-process apphost vs plain hyper, {c} keep-alive clients, {n} requests each side after warm-up, client in the same process"
-            ),
+    Ok(vec![Row::check(
+        "host overhead: plain hyper req/s ÷ guest req/s",
+        format!(
+            "{ratio:.2}x (guest {} /s, plain hyper {} /s)",
+            thousands(guest),
+            thousands(plain)
         ),
-    ])
+        "<= 2x",
+        ratio <= 2.0,
+        &format!(
+            "test guest `GET /hello` via in-process apphost vs plain hyper, {c} keep-alive clients, {n} requests each side after warm-up, client in the same process"
+        ),
+    )])
 }

@@ -51,7 +51,10 @@ pub async fn measure(plan: &Plan) -> RsaResult {
             Some(rate)
         }
         Err(e) => {
-            rows.push(Row::failed("native RSA-2048 OAEP (aws-lc-rs)", &format!("{e:#}")));
+            rows.push(Row::failed(
+                "native RSA-2048 OAEP (aws-lc-rs)",
+                &format!("{e:#}"),
+            ));
             None
         }
     };
@@ -85,8 +88,8 @@ pub async fn measure(plan: &Plan) -> RsaResult {
 pub fn aws_lc_decryptions_per_sec(threads: usize, time: Duration) -> Result<f64> {
     let private = PrivateDecryptingKey::generate(KeySize::Rsa2048)
         .map_err(|_| anyhow!("RSA key generation failed"))?;
-    let public = OaepPublicEncryptingKey::new(private.public_key())
-        .map_err(|_| anyhow!("public key"))?;
+    let public =
+        OaepPublicEncryptingKey::new(private.public_key()).map_err(|_| anyhow!("public key"))?;
     let key = OaepPrivateDecryptingKey::new(private).map_err(|_| anyhow!("private key"))?;
     let mut wrapped = vec![0u8; public.ciphertext_size()];
     let aes_key = [7u8; 32];
@@ -174,7 +177,9 @@ pub fn parse_openssl_speed(text: &str) -> Option<(f64, &'static str)> {
     if header.contains("decr./s") && rates.len() >= 4 {
         Some((rates[3], "decr./s column"))
     } else {
-        rates.first().map(|r| (*r, "sign/s column (same private-key op)"))
+        rates
+            .first()
+            .map(|r| (*r, "sign/s column (same private-key op)"))
     }
 }
 

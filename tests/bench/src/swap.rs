@@ -107,9 +107,7 @@ pub async fn measure(plan: &Plan) -> Result<Vec<Row>> {
             format!("{lost} of {sent}"),
             "0",
             lost == 0,
-            &format!(
-                "sent {sent}, answered 200: {answered}, KV counter advanced by {counted}"
-            ),
+            &format!("sent {sent}, answered 200: {answered}, KV counter advanced by {counted}"),
         ),
     ])
 }

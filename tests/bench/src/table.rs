@@ -67,6 +67,18 @@ impl Row {
         }
     }
 
+    /// A figure whose feature exists but whose driver (or end-to-end path) is not ready; the
+    /// note says what is missing.
+    pub fn not_yet(figure: &str, target: &str, note: &str) -> Row {
+        Row {
+            figure: figure.into(),
+            measured: "not measurable yet".into(),
+            target: target.into(),
+            verdict: Verdict::None,
+            note: note.into(),
+        }
+    }
+
     /// A measurement that failed; the error goes into the note.
     pub fn failed(figure: &str, error: &str) -> Row {
         Row {
@@ -119,7 +131,7 @@ pub fn thousands(v: f64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
