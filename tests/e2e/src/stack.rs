@@ -439,6 +439,9 @@ impl Stack {
             ca_file: ca,
             tenant_id: text("tenantId"),
         };
+        // Graph must be able to post notifications to the host's plain-HTTP loopback listener;
+        // the real Graph insists on HTTPS, so the fake allows this only when told.
+        client.patch_config(json!({"allow_http_loopback": true}))?;
         if let Some(cfg) = &m.config {
             client.patch_config(cfg.clone())?;
         }
@@ -499,11 +502,14 @@ impl Stack {
                     }
                 })
                 .collect();
-            // Not `graph.url`: the guest uses it as the token *resource* (scope), and the fake,
-            // like Entra ID, only knows https://graph.microsoft.com as the Graph resource. The
-            // Graph base URL needs its own setting in the guest (see the e2e report).
+            // Graph calls go to the fake, but tokens are still requested for the real Graph
+            // resource: the fake, like Entra ID, knows no other. Notifications come back to the
+            // host's public listener.
             for (k, v) in [
                 ("graph.login-url", m.url.clone()),
+                ("graph.url", m.url.clone()),
+                ("graph.resource", "https://graph.microsoft.com".to_string()),
+                ("presence.public-url", format!("http://{}", self.addrs.http)),
                 ("presence.tenant", m.tenant_id.clone()),
                 ("presence.client-id", CLIENT_ID.to_string()),
                 ("presence.accounts", Value::Array(accounts).to_string()),
@@ -567,6 +573,14 @@ allow_outbound = [{allow}]
     }
 
     fn start_host(&mut self) -> Result<()> {
+        if self.addrs.http.ends_with(":0") {
+            // The guest's public URL (where Graph posts notifications) goes into its settings
+            // before the host starts, so the port is reserved here instead of chosen by the host.
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            self.addrs.http = format!("127.0.0.1:{port}");
+        }
         let config = self.write_config()?;
         let mut cmd = Command::new(&self.binaries.apphost);
         cmd.arg("--config").arg(&config);

@@ -1,6 +1,5 @@
 //! Teams -> PBX presence (F1) end to end: a change in the fake Teams client shows up in the fake
-//! PBX through the real host. Ignored until the guest syncs presence; run with
-//! `cargo test -p e2e --test presence -- --ignored` to follow progress.
+//! PBX through the real host.
 
 use anyhow::Result;
 use e2e::people::{Person, people};
@@ -31,6 +30,15 @@ fn presence_options(persons: &[Person]) -> StackOptions {
                 .collect(),
             ..Default::default()
         }),
+        // As many sites do: the PBX Name is the mail alias.
+        settings: vec![
+            ("matching.pbx-field".into(), "\"h323\"".into()),
+            (
+                "matching.entra-field".into(),
+                "\"userPrincipalName\"".into(),
+            ),
+            ("matching.strip-domain".into(), "true".into()),
+        ],
         ..Default::default()
     }
 }
@@ -51,7 +59,6 @@ fn teams_item(stack: &Stack, guid: &str) -> Result<Option<(String, String)>> {
 /// Alice goes InAMeeting in Teams -> the PBX shows `meeting` on the connector's contact, on her
 /// own PBX (master or slave); back to Available -> the item is unset.
 #[test]
-#[ignore = "waits for Teams -> PBX sync in the guest (issue 4)"]
 fn teams_meeting_shows_in_the_pbx_and_available_unsets_it() -> Result<()> {
     let persons = people(10, 4);
     Stack::run(presence_options(&persons), |stack| {
