@@ -51,8 +51,18 @@ fn real_main() -> anyhow::Result<ExitCode> {
     }
     let started = Instant::now();
     let guest = Guest::load(&engine()?, &guest_path)?;
-    eprintln!(
-        "guest {} compiled in {:.2} s",
+    // A seed replays identically only with the same guest: name it by content.
+    let digest = {
+        use sha2::Digest;
+        let bytes = std::fs::read(&guest_path)?;
+        let d = sha2::Sha256::digest(&bytes);
+        d.iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    println!(
+        "guest {} (sha256 {digest}...) compiled in {:.2} s",
         guest_path.display(),
         started.elapsed().as_secs_f64()
     );
