@@ -4,7 +4,7 @@ WASM       := wasm32-wasip2
 GUEST_OUT  := target/$(WASM)/guest
 ARTIFACTS  := tests/artifacts
 
-.PHONY: build guest test-guests host node-host run test bench fmt lint clean
+.PHONY: build guest test-guests host node-host run test bench sim sim-soak fmt lint clean
 
 build: guest test-guests host
 
@@ -45,6 +45,19 @@ test: guest test-guests node-host
 
 bench: guest test-guests
 	$(CARGO) run --release -p apphost --example bench
+
+## One simulation run of the guest in virtual time (tests/simhost); a failing seed replays
+## identically: make sim SEED=19 DAYS=7 USERS=90 RICH=1
+SEED  ?= 1
+DAYS  ?= 7
+USERS ?= 100
+SEEDS ?= 200
+sim: guest
+	$(CARGO) run -p simhost --bin sim -- --seed $(SEED) --days $(DAYS) --users $(USERS) $(if $(RICH),--rich)
+
+## Seeds SEED..SEED+SEEDS-1; prints the failing seeds, exits 1 if any.
+sim-soak: guest
+	$(CARGO) run --release -p simhost --bin sim -- --seed $(SEED) --seeds $(SEEDS) --days $(DAYS) --users $(USERS)
 
 fmt:
 	$(CARGO) fmt --all
