@@ -102,7 +102,7 @@ fn pbx_view(stack: &Stack, guid: &str) -> String {
         )
         .trim()
         .to_string(),
-        None => "no Teams presence item".into(),
+        None => "no Teams item (online)".into(),
     }
 }
 
@@ -138,6 +138,17 @@ fn main() -> Result<()> {
                 .collect(),
             ..Default::default()
         }),
+        // PBX Long Names are "Family, Given" while Entra displayNames are "Given Family", so
+        // the demo matches the PBX Name (the mail alias) against the UPN without its domain, as
+        // many sites do. Short rhythms so reconciliation and renewals show up within a minute.
+        settings: vec![
+            ("matching.pbx-field".into(), "\"h323\"".into()),
+            (
+                "matching.entra-field".into(),
+                "\"userPrincipalName\"".into(),
+            ),
+            ("matching.strip-domain".into(), "true".into()),
+        ],
         log_filter: "info".into(),
         ansi_logs: true,
         ..Default::default()
@@ -181,12 +192,17 @@ fn main() -> Result<()> {
             let who = rng.below(people.len());
             let (availability, activity) = TEAMS_STATES[rng.below(TEAMS_STATES.len())];
             let p = &people[who];
+            // Remember what the PBX shows now, so only the change the sync makes is printed.
+            shown.insert(p.guid.clone(), pbx_view(&stack, &p.guid));
             match stack
                 .m365()
                 .set_teams_presence(&p.email, availability, activity)
             {
-                Ok(()) => println!("demo | Teams: {} is now {availability}/{activity}", p.name),
-                Err(e) => println!("demo | Teams change for {} failed: {e:#}", p.name),
+                Ok(()) => println!(
+                    "DEMO | Teams change:  {:<28} -> {availability}/{activity}",
+                    p.name
+                ),
+                Err(e) => println!("DEMO | Teams change for {} failed: {e:#}", p.name),
             }
             changed.retain(|&i| i != who);
             changed.push(who);
@@ -198,7 +214,7 @@ fn main() -> Result<()> {
             let p = &people[i];
             let view = pbx_view(&stack, &p.guid);
             if shown.get(&p.guid) != Some(&view) {
-                println!("demo | PBX:   {} shows {view}", p.name);
+                println!("DEMO | PBX now shows:  {:<28} -> {view}", p.name);
                 shown.insert(p.guid.clone(), view);
             }
         }
@@ -223,7 +239,7 @@ fn main() -> Result<()> {
                     .map(|a| format!("{} {}", a.name, a.state))
                     .collect();
                 println!(
-                    "demo | status: PBX {} | Teams accounts {}",
+                    "DEMO | status: PBX {} | Teams accounts {}",
                     pbx.join(", "),
                     accounts.join(", ")
                 );
