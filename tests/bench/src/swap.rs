@@ -47,38 +47,95 @@ pub async fn measure(plan: &Plan) -> Result<Vec<Row>> {
     run_paced(&client, &url, rate, plan.swap_settle / 2).await?;
     let first = count(&client, &url).await?;
 
-    // Steady load for `settle`, swap, steady load for `settle` more.
+    // Three swaps (v1 -> v2 -> v1 -> v2), each in the middle of `2 * settle` of steady load:
+    // the machines are shared and noisy, so the median pause is judged and every pause shown.
     let settle = plan.swap_settle;
-    let load = {
-        let (client, url) = (client.clone(), url.clone());
-        tokio::spawn(async move { run_paced(&client, &url, rate, settle * 2).await })
-    };
-    tokio::time::sleep(settle).await;
-    let staging = dir.0.join("plugins/.staging");
-    std::fs::copy(&v2, &staging)?;
-    std::fs::rename(&staging, dir.0.join(format!("plugins/{PLUGIN}.wasm")))?;
-    let swap_start = Instant::now();
-    let version = host.reload("t").await.context("reload")?;
-    let swap_end = Instant::now();
-    let samples = load.await??;
+    let mut rounds = Vec::new();
+    for wasm in [&v2, &v1, &v2] {
+        rounds.push(swap_round(&host, &dir, &client, &url, rate, settle, wasm).await?);
+    }
     let last = count(&client, &url).await?;
     let hello = http::get(&client, &format!("http://{}/bench/t/hello", host.http_addr)).await?;
     if let Ok(h) = Arc::try_unwrap(host) {
         hosted::stop(h).await;
     }
     if !String::from_utf8_lossy(&hello.1).contains("v2") {
-        bail!("after the swap the guest is not v2 (reload said {version})");
+        bail!("after the last swap the guest is not v2");
     }
 
-    let sent = samples.len() as u64;
-    let answered = samples.iter().filter(|s| s.ok).count() as u64;
+    let sent: u64 = rounds.iter().map(|r| r.sent).sum();
+    let answered: u64 = rounds.iter().map(|r| r.answered).sum();
     // `first` and `last` are themselves counted events.
     let counted = last.saturating_sub(first + 1);
     let lost = (sent - answered).max(answered.abs_diff(counted));
-    let overlapping = samples
+    let mut pauses: Vec<Duration> = rounds.iter().map(|r| r.pause).collect();
+    pauses.sort();
+    let median = pauses[pauses.len() / 2];
+    let list = |f: fn(&Round) -> Duration| {
+        rounds
+            .iter()
+            .map(|r| dur(f(r)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Ok(vec![
+        Row::check(
+            &format!("hot swap at {} events/s: pause", thousands(f64::from(rate))),
+            format!("{} (median of 3; each: {})", dur(median), list(|r| r.pause)),
+            "<= 10 ms",
+            median <= Duration::from_millis(10),
+            &format!(
+                "longest wait (scheduled send -> answer) of an event overlapping the swap; worst wait without a swap in the same rounds: {}; reload (compile + swap): {}; open loop at {} /s, test guest `/count`, v1 -> v2 -> v1 -> v2",
+                list(|r| r.steady),
+                list(|r| r.reload),
+                thousands(f64::from(rate))
+            ),
+        ),
+        Row::check(
+            "hot swap: events lost",
+            format!("{lost} of {sent}"),
+            "0",
+            lost == 0,
+            &format!(
+                "sent {sent} over 3 swaps, answered 200: {answered}, KV counter advanced by {counted}"
+            ),
+        ),
+    ])
+}
+
+/// One swap under load.
+struct Round {
+    pause: Duration,
+    steady: Duration,
+    reload: Duration,
+    sent: u64,
+    answered: u64,
+}
+
+async fn swap_round(
+    host: &Arc<apphost::Host>,
+    dir: &TempDir,
+    client: &HttpClient,
+    url: &str,
+    rate: u32,
+    settle: Duration,
+    wasm: &std::path::Path,
+) -> Result<Round> {
+    let load = {
+        let (client, url) = (client.clone(), url.to_string());
+        tokio::spawn(async move { run_paced(&client, &url, rate, settle * 2).await })
+    };
+    tokio::time::sleep(settle).await;
+    let staging = dir.0.join("plugins/.staging");
+    std::fs::copy(wasm, &staging)?;
+    std::fs::rename(&staging, dir.0.join(format!("plugins/{PLUGIN}.wasm")))?;
+    let swap_start = Instant::now();
+    host.reload("t").await.context("reload")?;
+    let swap_end = Instant::now();
+    let samples = load.await??;
+    let pause = samples
         .iter()
-        .filter(|s| s.done >= swap_start && s.scheduled <= swap_end);
-    let pause = overlapping
+        .filter(|s| s.done >= swap_start && s.scheduled <= swap_end)
         .map(|s| s.done - s.scheduled)
         .max()
         .unwrap_or_default();
@@ -88,28 +145,13 @@ pub async fn measure(plan: &Plan) -> Result<Vec<Row>> {
         .map(|s| s.done - s.scheduled)
         .max()
         .unwrap_or_default();
-    let achieved = sent as f64 / (settle * 2).as_secs_f64();
-    Ok(vec![
-        Row::check(
-            &format!("hot swap at {} events/s: pause", thousands(f64::from(rate))),
-            dur(pause),
-            "<= 10 ms",
-            pause <= Duration::from_millis(10),
-            &format!(
-                "longest wait (scheduled send -> answer) of an event overlapping the swap; reload (compile + swap) took {}; worst wait before the swap {}; offered {} /s open loop, test guest `/count` v1 -> v2",
-                dur(swap_end - swap_start),
-                dur(steady),
-                thousands(achieved)
-            ),
-        ),
-        Row::check(
-            "hot swap: events lost",
-            format!("{lost} of {sent}"),
-            "0",
-            lost == 0,
-            &format!("sent {sent}, answered 200: {answered}, KV counter advanced by {counted}"),
-        ),
-    ])
+    Ok(Round {
+        pause,
+        steady,
+        reload: swap_end - swap_start,
+        sent: samples.len() as u64,
+        answered: samples.iter().filter(|s| s.ok).count() as u64,
+    })
 }
 
 /// Sends GETs at `rate` per second for `time`, each at its scheduled instant, and returns one

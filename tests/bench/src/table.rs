@@ -12,7 +12,8 @@ pub enum Verdict {
     Pass,
     /// Misses the target.
     Miss,
-    /// A reference figure without a target of its own (e.g. the RSA bound).
+    /// A reference figure without a target of its own (the RSA bound, a figure that a ratio or
+    /// difference in another row is computed from).
     Info,
     /// Could not be measured (feature missing or the measurement failed).
     None,
@@ -108,7 +109,7 @@ pub fn render(machine: &Machine, rows: &[Row], took: Duration) -> String {
         let result = match r.verdict {
             Verdict::Pass => "pass",
             Verdict::Miss => "**miss**",
-            Verdict::Info => "(bound)",
+            Verdict::Info => "ref",
             Verdict::None => "—",
         };
         let _ = writeln!(
