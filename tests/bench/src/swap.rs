@@ -47,8 +47,9 @@ pub async fn measure(plan: &Plan) -> Result<Vec<Row>> {
     run_paced(&client, &url, rate, plan.swap_settle / 2).await?;
     let first = count(&client, &url).await?;
 
-    // Three swaps (v1 -> v2 -> v1 -> v2), each in the middle of `2 * settle` of steady load:
-    // the machines are shared and noisy, so the median pause is judged and every pause shown.
+    // Three swaps (v1 -> v2 -> v1 -> v2), each in the middle of `2 * settle` of steady load. Only
+    // the first compiles (the host caches artifacts), as a real upgrade does; the worst pause
+    // is judged and every pause shown, so noise and the compile's cost stay visible.
     let settle = plan.swap_settle;
     let mut rounds = Vec::new();
     for wasm in [&v2, &v1, &v2] {
@@ -70,7 +71,7 @@ pub async fn measure(plan: &Plan) -> Result<Vec<Row>> {
     let lost = (sent - answered).max(answered.abs_diff(counted));
     let mut pauses: Vec<Duration> = rounds.iter().map(|r| r.pause).collect();
     pauses.sort();
-    let median = pauses[pauses.len() / 2];
+    let worst = pauses[pauses.len() - 1];
     let list = |f: fn(&Round) -> Duration| {
         rounds
             .iter()
@@ -81,9 +82,13 @@ pub async fn measure(plan: &Plan) -> Result<Vec<Row>> {
     Ok(vec![
         Row::check(
             &format!("hot swap at {} events/s: pause", thousands(f64::from(rate))),
-            format!("{} (median of 3; each: {})", dur(median), list(|r| r.pause)),
+            format!(
+                "{} (worst of 3; each: {}; the first compiles)",
+                dur(worst),
+                list(|r| r.pause)
+            ),
             "<= 10 ms",
-            median <= Duration::from_millis(10),
+            worst <= Duration::from_millis(10),
             &format!(
                 "longest wait (scheduled send -> answer) of an event overlapping the swap; worst wait without a swap in the same rounds: {}; reload (compile + swap): {}; open loop at {} /s, test guest `/count`, v1 -> v2 -> v1 -> v2",
                 list(|r| r.steady),
