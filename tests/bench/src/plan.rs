@@ -17,6 +17,8 @@ pub struct Plan {
     pub clients: usize,
     /// Replicated user rows driven through the core, natively and inside the host.
     pub core_rows: u32,
+    /// Alternating native/host rounds of the wasm/native row (the median is shown).
+    pub core_rounds: usize,
     /// Offered load of the hot-swap row, events per second.
     pub swap_rate: u32,
     /// Steady load before the swap and after it.
@@ -36,6 +38,7 @@ impl Plan {
             http_requests: 20_000,
             clients: 16,
             core_rows: 10_000,
+            core_rounds: 3,
             swap_rate: 5_000,
             swap_settle: Duration::from_secs(2),
             startup_runs: 5,
@@ -50,9 +53,10 @@ impl Plan {
             openssl: false,
             http_requests: 200,
             clients: 4,
-            core_rows: 50,
+            core_rows: 20,
+            core_rounds: 1,
             swap_rate: 500,
-            swap_settle: Duration::from_millis(200),
+            swap_settle: Duration::from_millis(100),
             startup_runs: 1,
             memory_users: None,
         }
