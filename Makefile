@@ -43,8 +43,9 @@ test: guest test-guests node-host
 	$(CARGO) test --workspace
 	npm test --prefix $(NODE_HOST)
 
+## One table of figures, measured side by side in one run (a few minutes on 2 cores).
 bench: guest test-guests
-	$(CARGO) run --release -p apphost --example bench
+	$(CARGO) run --release -p bench
 
 ## One simulation run of the guest in virtual time (tests/simhost); a failing seed replays
 ## identically: make sim SEED=19 DAYS=7 USERS=90 RICH=1
