@@ -65,7 +65,7 @@ fn demo_runs_and_stops_cleanly_on_ctrl_c() -> Result<()> {
             if let Some(u) = line.trim().strip_prefix("connector status") {
                 connector = Some(u.trim().trim_end_matches("/status").to_string());
             }
-            if line.starts_with("demo | Teams:") {
+            if line.starts_with("DEMO | Teams change:") {
                 return Ok(());
             }
         }
