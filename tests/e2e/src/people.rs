@@ -124,3 +124,42 @@ impl Person {
                "teams": true})
     }
 }
+
+/// The matching settings that fit these people, as many sites configure them: PBX Long Names
+/// are "Family, Given" while Entra displayNames are "Given Family", so the PBX Name (the mail
+/// alias) is compared with the UPN without its domain.
+pub fn match_by_alias() -> Vec<(String, String)> {
+    vec![
+        ("matching.pbx-field".into(), "\"h323\"".into()),
+        (
+            "matching.entra-field".into(),
+            "\"userPrincipalName\"".into(),
+        ),
+        ("matching.strip-domain".into(), "true".into()),
+    ]
+}
+
+/// A stack in which `persons` are synced: the same people in the fake tenant and in the fake
+/// PBX (every other one on a slave), all licensed, signed in through `accounts`, matched by alias.
+pub fn synced_stack(persons: &[Person], accounts: Vec<crate::TeamsAccount>) -> crate::StackOptions {
+    crate::StackOptions {
+        m365: Some(crate::M365Options {
+            accounts,
+            users: persons.iter().map(Person::m365_user).collect(),
+            ..Default::default()
+        }),
+        pbx: Some(crate::PbxOptions {
+            slaves: vec!["slave".into()],
+            users: 0,
+            licences: Some(persons.len() as u32),
+            extra_users: persons
+                .iter()
+                .enumerate()
+                .map(|(i, p)| p.pbx_user(if i % 2 == 0 { "master" } else { "slave" }))
+                .collect(),
+            ..Default::default()
+        }),
+        settings: match_by_alias(),
+        ..Default::default()
+    }
+}

@@ -2,45 +2,21 @@
 //! PBX through the real host.
 
 use anyhow::Result;
-use e2e::people::{Person, people};
-use e2e::{M365Options, PbxOptions, Stack, StackOptions, TeamsAccount};
+use e2e::people::{Person, people, synced_stack};
+use e2e::{Stack, StackOptions, TeamsAccount};
 
 const SERVICE_USER: &str = "teams.sync@contoso.onmicrosoft.com";
 
 /// Ten people on both sides, one Teams account, master + slave (every other person on the slave).
 fn presence_options(persons: &[Person]) -> StackOptions {
-    StackOptions {
-        m365: Some(M365Options {
-            accounts: vec![TeamsAccount::Password {
-                name: "teams1".into(),
-                username: SERVICE_USER.into(),
-                password: "Passw0rd!&+%= #x".into(),
-            }],
-            users: persons.iter().map(Person::m365_user).collect(),
-            ..Default::default()
-        }),
-        pbx: Some(PbxOptions {
-            slaves: vec!["slave".into()],
-            users: 0,
-            licences: Some(persons.len() as u32),
-            extra_users: persons
-                .iter()
-                .enumerate()
-                .map(|(i, p)| p.pbx_user(if i % 2 == 0 { "master" } else { "slave" }))
-                .collect(),
-            ..Default::default()
-        }),
-        // As many sites do: the PBX Name is the mail alias.
-        settings: vec![
-            ("matching.pbx-field".into(), "\"h323\"".into()),
-            (
-                "matching.entra-field".into(),
-                "\"userPrincipalName\"".into(),
-            ),
-            ("matching.strip-domain".into(), "true".into()),
-        ],
-        ..Default::default()
-    }
+    synced_stack(
+        persons,
+        vec![TeamsAccount::Password {
+            name: "teams1".into(),
+            username: SERVICE_USER.into(),
+            password: "Passw0rd!&+%= #x".into(),
+        }],
+    )
 }
 
 /// The connector's own item (`teams:`) for a user, as the PBX stores it.

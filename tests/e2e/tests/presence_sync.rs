@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use e2e::http::request_raw;
-use e2e::people::{Person, people};
+use e2e::people::{Person, people, synced_stack};
 use e2e::stack::{ensure, settle};
-use e2e::{M365Options, PbxOptions, Stack, StackOptions, TeamsAccount};
+use e2e::{Stack, StackOptions, TeamsAccount};
 use serde_json::{Value, json};
 
 /// Teams account `n` (1-based): connector name and UPN in the fake tenant.
@@ -29,36 +29,9 @@ fn upn(a: &TeamsAccount) -> &str {
     }
 }
 
-/// `persons` on both sides (every other one on the slave), `accounts` Teams accounts, and the
-/// matching settings that fit the people (PBX Name = mail alias = UPN without its domain).
+/// `persons` synced through `accounts` Teams accounts.
 fn options(persons: &[Person], accounts: usize) -> StackOptions {
-    StackOptions {
-        m365: Some(M365Options {
-            accounts: (1..=accounts).map(account).collect(),
-            users: persons.iter().map(Person::m365_user).collect(),
-            ..Default::default()
-        }),
-        pbx: Some(PbxOptions {
-            slaves: vec!["slave".into()],
-            users: 0,
-            licences: Some(persons.len() as u32),
-            extra_users: persons
-                .iter()
-                .enumerate()
-                .map(|(i, p)| p.pbx_user(if i % 2 == 0 { "master" } else { "slave" }))
-                .collect(),
-            ..Default::default()
-        }),
-        settings: vec![
-            ("matching.pbx-field".into(), "\"h323\"".into()),
-            (
-                "matching.entra-field".into(),
-                "\"userPrincipalName\"".into(),
-            ),
-            ("matching.strip-domain".into(), "true".into()),
-        ],
-        ..Default::default()
-    }
+    synced_stack(persons, (1..=accounts).map(account).collect())
 }
 
 /// Teams states and the PBX activity the F1 table maps them to.

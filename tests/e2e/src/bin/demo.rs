@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use e2e::people::{Person, Rng, people};
+use e2e::people::{Person, Rng, match_by_alias, people};
 use e2e::{M365Options, PbxOptions, Stack, StackOptions, TeamsAccount};
 
 /// The Teams states the demo cycles through (availability, activity): the F1 mapping table's
@@ -138,17 +138,8 @@ fn main() -> Result<()> {
                 .collect(),
             ..Default::default()
         }),
-        // PBX Long Names are "Family, Given" while Entra displayNames are "Given Family", so
-        // the demo matches the PBX Name (the mail alias) against the UPN without its domain, as
-        // many sites do. Short rhythms so reconciliation and renewals show up within a minute.
-        settings: vec![
-            ("matching.pbx-field".into(), "\"h323\"".into()),
-            (
-                "matching.entra-field".into(),
-                "\"userPrincipalName\"".into(),
-            ),
-            ("matching.strip-domain".into(), "true".into()),
-        ],
+        // Matched as many sites do: PBX Name (mail alias) = UPN without its domain.
+        settings: match_by_alias(),
         log_filter: "info".into(),
         ansi_logs: true,
         ..Default::default()
