@@ -401,14 +401,29 @@ impl Tokens {
                 _ => {
                     // A refresh token that no longer works is useless: drop it so the next
                     // start uses the account's sign-in method again.
+                    let mut had_refresh_token = false;
                     if e.action == Action::SignInAgain {
+                        had_refresh_token = env.kv_get(&refresh_key(&name)).is_some()
+                            || a.token.as_ref().is_some_and(|t| t.refresh_token.is_some());
                         env.kv_delete(&refresh_key(&name));
                         if let Some(t) = a.token.as_mut() {
                             t.refresh_token = None;
                         }
                         a.device = None;
                     }
-                    fail(env, &name, a, e)
+                    let events = fail(env, &name, a, e);
+                    // A password account can sign in again by itself once its refresh token
+                    // is gone (revoked, expired); without this it would stay signed out until
+                    // a restart. Device-code accounts need the administrator instead.
+                    if had_refresh_token
+                        && matches!(a.sign_in, SignIn::Password { .. })
+                        && a.timer.is_none()
+                    {
+                        a.timer = Some(
+                            env.timer_set(MIN_BACKOFF_MS, &format!("{TIMER_PREFIX}retry:{name}")),
+                        );
+                    }
+                    events
                 }
             },
         })
@@ -574,7 +589,14 @@ mod tests {
             .unwrap();
         assert!(matches!(&ev[..], [TokenEvent::Failed { error, .. }] if error.codes == [70008]));
         assert!(!env.kv.contains_key("token/teams1/refresh"));
-        t.start(&mut env, "teams1");
+        // Nobody has to restart anything: a retry timer signs in with the password.
+        let (timer, (_, tag)) = env
+            .timers
+            .iter()
+            .find(|(_, (_, tag))| tag.contains("retry:teams1"))
+            .map(|(id, t)| (*id, t.clone()))
+            .expect("a retry is scheduled after a revoked refresh token");
+        t.on_timer(&mut env, timer, &tag).unwrap();
         let (_, p) = last_request(&env);
         assert_eq!(param(&p, "grant_type"), Some("password"));
     }

@@ -70,13 +70,12 @@ seeds! {
     seed_20: 20, 7, 60, true;
 }
 
-/// Found by the simulator on its first day: after a week with PBX drops and lost notifications,
-/// user7474's `teams:` item stays `busy` while Teams says Offline/OffWork, past the guest's
-/// reconciliation interval. Kept out of the fixed set until the guest is fixed; run it with
-/// `cargo test -p simhost --test test_scenarios -- --ignored`.
+/// Found by the simulator on its first day: after a week with PBX drops, lost notifications and
+/// a revoked refresh token, user7474's `teams:` item stayed `busy` while Teams said
+/// Offline/OffWork: the password account never signed in again, so nothing was read any more.
+/// Kept as a regression test.
 #[test]
-#[ignore = "presence divergence in the guest, reported"]
-fn known_divergence_seed_19() {
+fn revoked_refresh_token_seed_19_converges() {
     let mut sc = Scenario::new(19, 7, 90);
     sc.rich = true;
     clean(sc);
