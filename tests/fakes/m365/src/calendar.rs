@@ -290,7 +290,9 @@ impl Fake {
         meeting.then_some("InAMeeting")
     }
 
-    fn check_mailbox(
+    /// Checks that `caller` may read `user`'s mailbox (Outlook resources: events, contacts) and
+    /// resolves the user; the errors are Outlook's, not the directory's.
+    pub(crate) fn check_mailbox(
         &self,
         user: &str,
         caller: &Caller,

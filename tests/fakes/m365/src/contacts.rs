@@ -10,6 +10,8 @@ use crate::odata::{Expr, eval, parse_filter, parse_search};
 pub type Contact = Value;
 
 const NAME_PROPS: &[&str] = &["displayName", "givenName", "surname"];
+/// Delegated scopes and application roles that may read contacts.
+const CONTACT_SCOPES: &[&str] = &["Contacts.Read", "Contacts.ReadWrite"];
 
 fn invalid_filter() -> GraphErr {
     gerr(
@@ -79,7 +81,7 @@ impl Fake {
     }
 
     pub(crate) fn list_contacts(&mut self, user: &str, req: &Request, caller: &Caller) -> GResult {
-        let uid = self.check_mailbox_contacts(user, caller)?;
+        let uid = self.check_mailbox(user, caller, CONTACT_SCOPES, CONTACT_SCOPES)?;
         let filter = match req.q("$filter") {
             Some(f) => {
                 let e = parse_filter(&f).map_err(|_| invalid_filter())?;
@@ -178,32 +180,8 @@ impl Fake {
         Ok(body)
     }
 
-    fn check_mailbox_contacts(&self, user: &str, caller: &Caller) -> Result<String, GraphErr> {
-        if !caller.has(
-            &["Contacts.Read", "Contacts.ReadWrite"],
-            &["Contacts.Read", "Contacts.ReadWrite"],
-        ) {
-            return Err(crate::token::forbidden(false, caller));
-        }
-        let uid = self.resolve_user(user).map_err(|_| {
-            gerr(
-                404,
-                "ErrorItemNotFound",
-                "The specified object was not found in the store.",
-            )
-        })?;
-        if !caller.is_app_only() && caller.user_id.as_deref() != Some(uid.as_str()) {
-            return Err(gerr(
-                403,
-                "ErrorAccessDenied",
-                "Access is denied. Check credentials and try again.",
-            ));
-        }
-        Ok(uid)
-    }
-
     pub(crate) fn get_contact(&mut self, user: &str, id: &str, caller: &Caller) -> GResult {
-        let uid = self.check_mailbox_contacts(user, caller)?;
+        let uid = self.check_mailbox(user, caller, CONTACT_SCOPES, CONTACT_SCOPES)?;
         let c = self
             .contacts
             .get(&uid)
