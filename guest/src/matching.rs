@@ -115,10 +115,7 @@ impl Options {
     /// Reads the options; an unknown value is logged and the default used.
     pub fn read(env: &mut impl Env) -> Self {
         let mut o = Options::default();
-        if let Some(v) = env
-            .config_get("matching.pbx-field")
-            .filter(|v| !v.trim().is_empty())
-        {
+        if let Some(v) = crate::settings::value(env, "matching.pbx-field") {
             match PbxField::parse(&v) {
                 Some(f) => o.pbx = f,
                 None => env.log(
@@ -128,10 +125,7 @@ impl Options {
                 ),
             }
         }
-        if let Some(v) = env
-            .config_get("matching.entra-field")
-            .filter(|v| !v.trim().is_empty())
-        {
+        if let Some(v) = crate::settings::value(env, "matching.entra-field") {
             match EntraField::parse(&v) {
                 Some(f) => o.entra = f,
                 None => env.log(
@@ -142,8 +136,8 @@ impl Options {
             }
         }
         o.strip_domain = matches!(
-            env.config_get("matching.strip-domain")
-                .map(|v| v.trim().to_ascii_lowercase())
+            crate::settings::value(env, "matching.strip-domain")
+                .map(|v| v.to_ascii_lowercase())
                 .as_deref(),
             Some("true" | "1" | "yes")
         );

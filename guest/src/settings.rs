@@ -7,6 +7,16 @@ use crate::env::{Env, Level, target};
 use crate::graph::token::{self, Client};
 use crate::graph::tokens::SignIn;
 
+/// One setting's value, trimmed; `None` when missing or empty.
+///
+/// Every feature reads its settings through this function, so where settings come from (today
+/// the host's `config`, later also values saved from the admin page) is decided in one place.
+pub fn value(env: &mut impl Env, name: &str) -> Option<String> {
+    env.config_get(name)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
 /// The licence a user needs to be synced (innovaphone.md §6).
 pub const DEFAULT_LICENCE: &str = "App(innovaphone-microsoft365)";
 
@@ -32,10 +42,7 @@ impl Settings {
     /// Reads every setting, applying defaults for what is missing or empty.
     pub fn read(env: &mut impl Env) -> Self {
         let mut get = |name: &str, default: &str| -> String {
-            match env.config_get(name) {
-                Some(v) if !v.trim().is_empty() => v.trim().to_string(),
-                _ => default.to_string(),
-            }
+            value(env, name).unwrap_or_else(|| default.to_string())
         };
         let s = Settings {
             instance: get("instance.name", ""),
@@ -91,7 +98,7 @@ impl PresenceSettings {
     /// Reads the presence settings; `None` when the feature is not configured. Problems are
     /// logged under the `config` target, naming the setting to fix.
     pub fn read(env: &mut impl Env) -> Option<Self> {
-        let mut get = |name: &str| env.config_get(name).map(|v| v.trim().to_string());
+        let mut get = |name: &str| value(env, name);
         let tenant = get("presence.tenant").filter(|v| !v.is_empty());
         let client_id = get("presence.client-id").filter(|v| !v.is_empty());
         let accounts = get("presence.accounts").filter(|v| !v.is_empty());

@@ -72,8 +72,8 @@ pub struct Config {
 }
 
 fn seconds(env: &mut impl Env, name: &str, default_s: u64) -> u64 {
-    match env.config_get(name).map(|v| v.trim().to_string()) {
-        Some(v) if !v.is_empty() => match v.parse::<f64>() {
+    match crate::settings::value(env, name) {
+        Some(v) => match v.parse::<f64>() {
             Ok(s) if s.is_finite() && s > 0.0 => (s * 1000.0) as u64,
             _ => {
                 env.log(
@@ -91,11 +91,7 @@ fn seconds(env: &mut impl Env, name: &str, default_s: u64) -> u64 {
 impl Config {
     /// Reads the settings, defaults applied.
     pub fn read(env: &mut impl Env, domain: &str, instance: &str) -> Self {
-        let mut get = |n: &str| {
-            env.config_get(n)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
+        let mut get = |n: &str| crate::settings::value(env, n);
         let graph_url = get("graph.url").unwrap_or_else(|| token::DEFAULT_GRAPH_RESOURCE.into());
         let login_url = get("graph.login-url").unwrap_or_else(|| token::DEFAULT_LOGIN_BASE.into());
         let client_id = get("presence.client-id").unwrap_or_default();
