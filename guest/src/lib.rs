@@ -11,6 +11,7 @@
 //! `config` interface).
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod connector;
 pub mod env;
 pub mod event;
