@@ -9,12 +9,71 @@ use crate::graph::tokens::SignIn;
 
 /// One setting's value, trimmed; `None` when missing or empty.
 ///
-/// Every feature reads its settings through this function, so where settings come from (today
-/// the host's `config`, later also values saved from the admin page) is decided in one place.
+/// Every feature reads its settings through this function, so where settings come from is
+/// decided in one place: a value saved from the admin page wins over the host's `config`.
 pub fn value(env: &mut impl Env, name: &str) -> Option<String> {
-    env.config_get(name)
+    saved(env, name)
+        .or_else(|| env.config_get(name))
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
+}
+
+/// KV prefix of plain values saved from the admin page (`settings/value/<name>`).
+pub const SAVED_PREFIX: &str = "settings/value/";
+/// KV prefix of secret values saved from the admin page, sealed (`settings/sealed/<name>`).
+pub const SEALED_PREFIX: &str = "settings/sealed/";
+
+/// Whether a setting holds a secret: passwords, client secrets and the account list (which
+/// carries account passwords). Secrets are stored sealed and never shown or logged.
+pub fn is_secret(name: &str) -> bool {
+    name.contains("password") || name.contains("secret") || name == "presence.accounts"
+}
+
+/// The value saved from the admin page, if any (an empty string hides the host's value).
+pub fn saved(env: &mut impl Env, name: &str) -> Option<String> {
+    if is_secret(name) {
+        let sealed = env.kv_get(&format!("{SEALED_PREFIX}{name}"))?;
+        match env.unseal(&sealed) {
+            Ok(plain) => String::from_utf8(plain).ok(),
+            Err(_) => {
+                // A changed master key: the host's value (if any) is better than nothing.
+                env.log(
+                    Level::Error,
+                    target::CONFIG,
+                    &format!("the saved value of {name} cannot be unsealed; save it again"),
+                );
+                None
+            }
+        }
+    } else {
+        let raw = env.kv_get(&format!("{SAVED_PREFIX}{name}"))?;
+        String::from_utf8(raw).ok()
+    }
+}
+
+/// Saves a value from the admin page (secrets sealed); `None` forgets the saved value, so the
+/// host's `config` applies again.
+pub fn save(env: &mut impl Env, name: &str, value: Option<&str>) {
+    let (key, other) = if is_secret(name) {
+        (
+            format!("{SEALED_PREFIX}{name}"),
+            format!("{SAVED_PREFIX}{name}"),
+        )
+    } else {
+        (
+            format!("{SAVED_PREFIX}{name}"),
+            format!("{SEALED_PREFIX}{name}"),
+        )
+    };
+    env.kv_delete(&other);
+    match value {
+        None => env.kv_delete(&key),
+        Some(v) if is_secret(name) => {
+            let sealed = env.seal(v.as_bytes());
+            env.kv_set(&key, &sealed);
+        }
+        Some(v) => env.kv_set(&key, v.as_bytes()),
+    }
 }
 
 /// The licence a user needs to be synced (innovaphone.md §6).
@@ -254,6 +313,39 @@ mod tests {
         );
         PresenceSettings::read(&mut env);
         assert!(env.logged("used twice"));
+    }
+
+    #[test]
+    fn saved_values_win_and_secrets_are_sealed() {
+        let mut env = TestEnv::new();
+        env.set_config("presence.tenant", "from-file");
+        env.set_config("presence.client-secret", "file-secret");
+        assert_eq!(
+            value(&mut env, "presence.tenant").as_deref(),
+            Some("from-file")
+        );
+        save(&mut env, "presence.tenant", Some(" saved "));
+        save(&mut env, "presence.client-secret", Some("s3cr3t-value"));
+        assert_eq!(value(&mut env, "presence.tenant").as_deref(), Some("saved"));
+        assert_eq!(
+            value(&mut env, "presence.client-secret").as_deref(),
+            Some("s3cr3t-value")
+        );
+        // Nothing in the KV shows the secret in clear.
+        assert!(
+            env.kv
+                .values()
+                .all(|v| !String::from_utf8_lossy(v).contains("s3cr3t"))
+        );
+        // An empty saved value hides the host's; forgetting it brings the host's back.
+        save(&mut env, "presence.tenant", Some(""));
+        assert_eq!(value(&mut env, "presence.tenant"), None);
+        save(&mut env, "presence.tenant", None);
+        assert_eq!(
+            value(&mut env, "presence.tenant").as_deref(),
+            Some("from-file")
+        );
+        assert!(is_secret("presence.accounts") && !is_secret("presence.client-id"));
     }
 
     #[test]
