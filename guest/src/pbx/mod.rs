@@ -18,6 +18,7 @@
 pub mod licence;
 pub mod login;
 pub mod presence;
+pub mod search;
 pub mod users;
 
 #[cfg(test)]
@@ -80,6 +81,12 @@ pub struct Login {
     /// `info.pbx`: the PBX the login came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info_pbx: Option<String>,
+    /// GUID of the object or user that logged in.
+    #[serde(default)]
+    pub guid: String,
+    /// `info.unlicensed`: the PBX says the user holds no licence for the app.
+    #[serde(default)]
+    pub unlicensed: bool,
 }
 
 /// The state of one AppWebsocket connection.
@@ -203,6 +210,23 @@ pub enum PbxEvent {
         licensed: bool,
         /// Whether this differs from the last known state.
         changed: bool,
+    },
+    /// A user searched (`com.innovaphone.search` `Search` through `microsoft365-api`).
+    Search {
+        /// Connection to answer on.
+        ws: WsId,
+        /// The request's `src`, echoed in every answer.
+        src: String,
+        /// What the user typed.
+        query: String,
+        /// `type` of the search (`contact`, `app`), if given.
+        kind: Option<String>,
+        /// GUID of the searching user.
+        guid: String,
+        /// SIP name of the searching user.
+        sip: String,
+        /// The login said the user holds no licence for the app.
+        unlicensed: bool,
     },
 }
 
@@ -466,6 +490,8 @@ impl Pbx {
             (Some("PbxAdminApi"), "CheckAppLicResult") => {
                 self.licence_result(env, head.src.as_deref(), text, out)
             }
+            (None, "AppInfo") => search::answer_app_info(env, conn.ws, text, head.src.as_deref()),
+            (Some(search::API), "Search") => search::request(env, conn, text, out),
             _ => env.log(
                 Level::Debug,
                 target::APP_WEBSOCKET,
@@ -528,6 +554,8 @@ impl Pbx {
             pbx_obj: msg.pbx_obj.clone(),
             info_pbx: info.pbx.clone(),
             object: msg.is_object_login(),
+            guid: msg.guid.clone(),
+            unlicensed: info.unlicensed == Some(true),
         });
         conn.failures = 0;
         send(
