@@ -23,6 +23,7 @@
 pub mod binaries;
 pub mod clients;
 pub mod http;
+pub mod node_host;
 pub mod people;
 pub mod process;
 pub mod stack;
@@ -33,4 +34,5 @@ pub use clients::{
     AccountStatus, Connector, ConnectorStatus, FakeM365, FakePbx, HostControl, InstanceInfo,
     PbxConnection, PbxNode,
 };
+pub use node_host::HostKind;
 pub use stack::{M365Options, PbxOptions, Stack, StackOptions, TeamsAccount};

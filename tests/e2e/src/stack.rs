@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::binaries::Binaries;
 use crate::clients::{Connector, ConnectorStatus, FakeM365, FakePbx, HostControl};
+use crate::node_host::{HostKind, NODE_HOST_LOG, NodeInstance, node_addresses, spawn_node_host};
 use crate::process::{Process, tail};
 use crate::wait::{START_DEADLINE, STATE_DEADLINE, wait_until};
 
@@ -43,6 +44,8 @@ pub struct StackOptions {
     pub log_filter: String,
     /// Colours in the host log (for the demo's terminal); off for test logs, which are grepped.
     pub ansi_logs: bool,
+    /// Which host runs the connector (apphost unless a test asks for the Node host).
+    pub host: HostKind,
 }
 
 impl Default for StackOptions {
@@ -54,6 +57,7 @@ impl Default for StackOptions {
             settings: Vec::new(),
             log_filter: "info".into(),
             ansi_logs: false,
+            host: HostKind::Apphost,
         }
     }
 }
@@ -272,7 +276,11 @@ impl Stack {
 
     /// Everything the host has logged, over all its runs.
     pub fn host_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("apphost.log")).unwrap_or_default()
+        let log = match self.options.host {
+            HostKind::Apphost => "apphost.log",
+            HostKind::Node => NODE_HOST_LOG,
+        };
+        std::fs::read_to_string(self.dir.join(log)).unwrap_or_default()
     }
 
     /// Waits until `probe` returns `Some`, failing early with the logs if a process died.
@@ -407,7 +415,7 @@ impl Stack {
     /// Every process log, each with a header, for failure reports.
     pub fn all_logs(&self, last_lines: usize) -> String {
         let mut out = String::new();
-        for name in ["fake-m365", "apphost", "fake-pbx"] {
+        for name in ["fake-m365", "apphost", "node-host", "fake-pbx"] {
             let path = self.dir.join(format!("{name}.log"));
             if let Ok(text) = std::fs::read_to_string(&path) {
                 let _ = writeln!(
@@ -477,49 +485,11 @@ impl Stack {
     fn write_config(&self) -> Result<PathBuf> {
         let q = |s: &str| serde_json::to_string(s).expect("string"); // JSON strings are TOML strings
         let path = |p: &Path| q(&p.display().to_string());
-        let mut allow = Vec::new();
-        let mut extra_ca = String::new();
-        // Harness defaults first; the test's own settings replace them key by key.
-        let mut settings: BTreeMap<String, String> = BTreeMap::new();
-        settings.insert("pbx.master".into(), q(&self.master_name()));
-        if let Some((_, m)) = &self.m365 {
-            let authority = m.url.trim_start_matches("https://").to_string();
-            allow.push(q(&authority));
-            extra_ca = format!("extra_ca_file = {}\n", path(&m.ca_file));
-            let accounts: Vec<Value> = self
-                .options
-                .m365
-                .iter()
-                .flat_map(|o| o.accounts.iter())
-                .map(|a| match a {
-                    TeamsAccount::Password {
-                        name,
-                        username,
-                        password,
-                    } => json!({"name": name, "username": username, "password": password}),
-                    TeamsAccount::DeviceCode { name, .. } => {
-                        json!({"name": name, "device-code": true})
-                    }
-                })
-                .collect();
-            // Graph calls go to the fake, but tokens are still requested for the real Graph
-            // resource: the fake, like Entra ID, knows no other. Notifications come back to the
-            // host's public listener.
-            for (k, v) in [
-                ("graph.login-url", m.url.clone()),
-                ("graph.url", m.url.clone()),
-                ("graph.resource", "https://graph.microsoft.com".to_string()),
-                ("presence.public-url", format!("http://{}", self.addrs.http)),
-                ("presence.tenant", m.tenant_id.clone()),
-                ("presence.client-id", CLIENT_ID.to_string()),
-                ("presence.accounts", Value::Array(accounts).to_string()),
-            ] {
-                settings.insert(k.into(), q(&v));
-            }
-        }
-        for (k, v) in &self.options.settings {
-            settings.insert(k.clone(), v.clone());
-        }
+        let (allow, ca_file, settings) = self.instance_settings();
+        let allow: Vec<String> = allow.iter().map(|a| q(a)).collect();
+        let extra_ca = ca_file
+            .map(|ca| format!("extra_ca_file = {}\n", path(&ca)))
+            .unwrap_or_default();
         let settings: String = settings
             .iter()
             .map(|(k, v)| format!("{} = {v}\n", q(k)))
@@ -564,6 +534,56 @@ allow_outbound = [{allow}]
         Ok(file)
     }
 
+    /// The instance's outbound allow-list, the extra CA file to trust and its settings (TOML
+    /// value text), the same for whichever host runs it.
+    fn instance_settings(&self) -> (Vec<String>, Option<PathBuf>, BTreeMap<String, String>) {
+        let q = |s: &str| serde_json::to_string(s).expect("string"); // JSON strings are TOML strings
+        let mut allow = Vec::new();
+        let mut extra_ca = None;
+        // Harness defaults first; the test's own settings replace them key by key.
+        let mut settings: BTreeMap<String, String> = BTreeMap::new();
+        settings.insert("pbx.master".into(), q(&self.master_name()));
+        if let Some((_, m)) = &self.m365 {
+            let authority = m.url.trim_start_matches("https://").to_string();
+            allow.push(authority);
+            extra_ca = Some(m.ca_file.clone());
+            let accounts: Vec<Value> = self
+                .options
+                .m365
+                .iter()
+                .flat_map(|o| o.accounts.iter())
+                .map(|a| match a {
+                    TeamsAccount::Password {
+                        name,
+                        username,
+                        password,
+                    } => json!({"name": name, "username": username, "password": password}),
+                    TeamsAccount::DeviceCode { name, .. } => {
+                        json!({"name": name, "device-code": true})
+                    }
+                })
+                .collect();
+            // Graph calls go to the fake, but tokens are still requested for the real Graph
+            // resource: the fake, like Entra ID, knows no other. Notifications come back to the
+            // host's public listener.
+            for (k, v) in [
+                ("graph.login-url", m.url.clone()),
+                ("graph.url", m.url.clone()),
+                ("graph.resource", "https://graph.microsoft.com".to_string()),
+                ("presence.public-url", format!("http://{}", self.addrs.http)),
+                ("presence.tenant", m.tenant_id.clone()),
+                ("presence.client-id", CLIENT_ID.to_string()),
+                ("presence.accounts", Value::Array(accounts).to_string()),
+            ] {
+                settings.insert(k.into(), q(&v));
+            }
+        }
+        for (k, v) in &self.options.settings {
+            settings.insert(k.clone(), v.clone());
+        }
+        (allow, extra_ca, settings)
+    }
+
     fn master_name(&self) -> String {
         self.options
             .pbx
@@ -581,6 +601,9 @@ allow_outbound = [{allow}]
                 .port();
             self.addrs.http = format!("127.0.0.1:{port}");
         }
+        if self.options.host == HostKind::Node {
+            return self.start_node_host();
+        }
         let config = self.write_config()?;
         let mut cmd = Command::new(&self.binaries.apphost);
         cmd.arg("--config").arg(&config);
@@ -597,6 +620,30 @@ allow_outbound = [{allow}]
         let http = between("://", "/metrics")?;
         let control = between("control at http://", "/instances")?;
         // Later runs reuse the ports, so the PBX finds the restarted host at the same URL.
+        self.addrs = HostAddrs { http, control };
+        self.host = Some(proc);
+        Ok(())
+    }
+
+    /// The Node host (examples/node-host) on the same instance, settings and ports.
+    fn start_node_host(&mut self) -> Result<()> {
+        let (allow, extra_ca, settings) = self.instance_settings();
+        let settings: Vec<(String, String)> = settings.into_iter().collect();
+        let proc = spawn_node_host(&NodeInstance {
+            listen: &self.addrs.http,
+            control: &self.addrs.control,
+            dir: &self.dir,
+            name: INSTANCE,
+            domain: DOMAIN,
+            plugin: PLUGIN,
+            password: &self.options.instance_password,
+            allow_outbound: &allow,
+            settings: &settings,
+            extra_ca: extra_ca.as_deref(),
+            log: &self.options.log_filter,
+        })?;
+        let line = proc.wait_for_line("listening http=", START_DEADLINE)?;
+        let (http, control) = node_addresses(&line)?;
         self.addrs = HostAddrs { http, control };
         self.host = Some(proc);
         Ok(())
