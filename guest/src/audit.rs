@@ -129,6 +129,46 @@ fn prune(env: &mut impl Env, mut count: u64) -> u64 {
     count
 }
 
+/// Records a presence write into PBX `pbx` for user `guid`. The user is shown by name when
+/// the replicated user row is known, always with the guid.
+pub fn pbx_write(
+    env: &mut impl Env,
+    pbx: Option<&str>,
+    guid: &str,
+    activity: &str,
+    note: &str,
+    why: &str,
+    result: String,
+) {
+    let name = pbx
+        .and_then(|p| crate::pbx::users::get(env, p, guid))
+        .map(|row| row.h323)
+        .filter(|n| !n.is_empty());
+    let user = match name {
+        Some(n) => format!("{n} ({guid})"),
+        None => guid.to_string(),
+    };
+    let activity = if activity.is_empty() {
+        "(cleared)"
+    } else {
+        activity
+    };
+    let what = if note.is_empty() {
+        format!("SetPresence {activity}")
+    } else {
+        format!("SetPresence {activity} \"{note}\"")
+    };
+    let entry = Entry {
+        at_ms: env.now_ms(),
+        direction: TO_PBX.into(),
+        user,
+        what,
+        why: why.into(),
+        result,
+    };
+    record(env, &entry);
+}
+
 /// Number of entries kept.
 pub fn len(env: &mut impl Env) -> u64 {
     store::get_u64(env, COUNT_KEY).unwrap_or(0)

@@ -810,7 +810,21 @@ impl Pbx {
                         "busy",
                         presence::TEAMS_CALL_NOTE,
                     );
-                    send(env, conn.ws, &req);
+                    let result = if send(env, conn.ws, &req) {
+                        "sent".to_string()
+                    } else {
+                        format!("failed: {}", PbxError::SendFailed)
+                    };
+                    let why = format!("PBX refused on-the-phone ({error})");
+                    crate::audit::pbx_write(
+                        env,
+                        Some(&pbx),
+                        guid,
+                        "busy",
+                        presence::TEAMS_CALL_NOTE,
+                        &why,
+                        result,
+                    );
                     return;
                 }
                 env.log(
@@ -818,6 +832,9 @@ impl Pbx {
                     target::APP_WEBSOCKET,
                     &format!("PBX `{pbx}`: SetPresence for {guid} failed: {error}"),
                 );
+                let result = format!("refused: {error}");
+                let why = "the PBX answered the write";
+                crate::audit::pbx_write(env, Some(&pbx), guid, activity, "", why, result);
                 out.push(PbxEvent::SetPresenceFailed {
                     pbx,
                     guid: guid.to_string(),
@@ -951,11 +968,20 @@ impl Pbx {
         activity: &str,
         note: &str,
     ) -> Result<WsId, PbxError> {
-        let ws = self.route(loc, "PbxApi")?;
-        let req = presence::set_request(guid, &self.settings.presence_contact, activity, note);
-        send(env, ws, &req)
-            .then_some(ws)
-            .ok_or(PbxError::SendFailed)
+        let sent = self.route(loc, "PbxApi").and_then(|ws| {
+            let req = presence::set_request(guid, &self.settings.presence_contact, activity, note);
+            send(env, ws, &req)
+                .then_some(ws)
+                .ok_or(PbxError::SendFailed)
+        });
+        // The single write point into the PBX: every write, sent or not, is audited.
+        let result = match &sent {
+            Ok(_) => "sent".to_string(),
+            Err(e) => format!("failed: {e}"),
+        };
+        let why = "Teams presence of the matched user";
+        crate::audit::pbx_write(env, self.master_name(), guid, activity, note, why, result);
+        sent
     }
 
     /// Starts monitoring the presence of user `sip`/`guid` on the PBX of `loc` (or the master).

@@ -891,3 +891,44 @@ fn corrupt_kv_state_is_survived() {
     assert_eq!(super::users::list(&mut env, "master"), vec![]);
     assert_eq!(env.kv_text("stats/events/init").as_deref(), Some("1"));
 }
+
+#[test]
+fn every_presence_write_and_refusal_is_audited() {
+    let (mut c, mut env) = start();
+    // Not connected: the write is audited as failed.
+    assert!(c.pbx.set_presence(&mut env, None, "g1", "busy", "").is_err());
+    connect(&mut c, &mut env, 1, "master", ALL_APIS);
+    replicate(&mut c, &mut env, 1, "db1", &[row("g1", "alice", "master")]);
+    c.pbx
+        .set_presence(&mut env, None, "g1", "on-the-phone", "")
+        .unwrap();
+    frame(
+        &mut c,
+        &mut env,
+        1,
+        r#"{"api":"PbxApi","mt":"SetPresenceResult","src":"sp:g1:on-the-phone","error":1,"errorText":"invalid activity"}"#,
+    );
+    frame(
+        &mut c,
+        &mut env,
+        1,
+        r#"{"api":"PbxApi","mt":"SetPresenceResult","src":"sp:g1:busy","error":2,"errorText":"unknown user"}"#,
+    );
+    let trail = crate::audit::recent(&mut env, 10, None);
+    let seen: Vec<(&str, &str, &str)> = trail
+        .iter()
+        .rev()
+        .map(|e| (e.user.as_str(), e.what.as_str(), e.result.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("g1", "SetPresence busy", "failed: no PBX connected"),
+            ("alice (g1)", "SetPresence on-the-phone", "sent"),
+            ("alice (g1)", "SetPresence busy \"In a Teams call\"", "sent"),
+            ("alice (g1)", "SetPresence busy", "refused: unknown user"),
+        ]
+    );
+    assert!(trail.iter().all(|e| e.direction == crate::audit::TO_PBX));
+    assert!(trail[1].why.contains("refused on-the-phone"));
+}
