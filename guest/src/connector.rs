@@ -1,6 +1,8 @@
 //! The connector's heart: `Connector::handle(env, event)` dispatches one event to the module
 //! that owns it. It keeps no I/O of its own; everything goes through [`Env`].
 
+use crate::calendar::{self, CalendarSettings, CalendarSync};
+use crate::contact_search::{self, ContactSearch};
 use crate::env::{Env, Level, target};
 use crate::event::{Event, HttpResponse, InitInfo, WsDirection};
 use crate::graph::tokens::{TokenEvent, Tokens};
@@ -27,6 +29,10 @@ pub struct Connector {
     pub token_events: Vec<TokenEvent>,
     /// Teams -> PBX presence (F1), when configured.
     pub presence: Option<PresenceSync>,
+    /// Contact search from the Phone App (F4), when configured.
+    pub contact_search: Option<ContactSearch>,
+    /// Calendar presence (F3), when configured.
+    pub calendar: Option<CalendarSync>,
 }
 
 impl Connector {
@@ -52,6 +58,8 @@ impl Connector {
         env.counter_add("guest_events_total", &[("kind", kind)], 1);
         self.pbx_events.clear();
         self.token_events.clear();
+        // F1 re-matches users on its timers; the calendar then looks at the matches again.
+        let f1_timer = matches!(&event, Event::Timer(_, tag) if tag.starts_with(sync::TIMER_PREFIX));
         match event {
             Event::Init(info) => self.init(env, &info),
             Event::HttpRequest(id, req)
@@ -63,6 +71,18 @@ impl Connector {
             {
                 let resp = match &mut self.presence {
                     Some(p) => p.on_notification(env, &mut self.pbx, &self.tokens, &req),
+                    // Not configured: nothing of ours can be notified; acknowledge and drop.
+                    None => HttpResponse {
+                        status: 202,
+                        headers: vec![],
+                        body: vec![],
+                    },
+                };
+                env.respond(id, resp);
+            }
+            Event::HttpRequest(id, req) if CalendarSync::is_notification(&req) => {
+                let resp = match &mut self.calendar {
+                    Some(c) => c.on_notification(env, &self.tokens, &req),
                     // Not configured: nothing of ours can be notified; acknowledge and drop.
                     None => HttpResponse {
                         status: 202,
@@ -90,6 +110,13 @@ impl Connector {
                 None if self.presence.as_mut().is_some_and(|p| {
                     p.on_response(env, &mut self.pbx, &self.tokens, id, &result)
                 }) => {}
+                None if self.calendar.as_mut().is_some_and(|c| {
+                    c.on_response(env, &mut self.pbx, &self.tokens, id, &result)
+                }) => {}
+                None if self
+                    .contact_search
+                    .as_mut()
+                    .is_some_and(|c| c.on_response(env, id, &result)) => {}
                 // A completion nobody waits for (e.g. started by a previous guest version).
                 None => env.log(
                     Level::Debug,
@@ -124,6 +151,15 @@ impl Connector {
                         p.on_timer(env, &mut self.pbx, &self.tokens, id, &tag);
                     }
                 }
+                None if tag.starts_with(calendar::TIMER_PREFIX) => {
+                    if let Some(c) = &mut self.calendar {
+                        c.on_timer(env, &mut self.pbx, &self.tokens, id, &tag);
+                    }
+                }
+                None if self
+                    .contact_search
+                    .as_mut()
+                    .is_some_and(|c| c.on_timer(env, id, &tag)) => {}
                 None => env.log(
                     Level::Debug,
                     target::APP,
@@ -132,6 +168,8 @@ impl Connector {
             },
         }
         self.feed_presence(env);
+        self.feed_contact_search(env);
+        self.feed_calendar(env, f1_timer);
         env.gauge_set(
             "pbx_connections",
             &[],
@@ -149,6 +187,32 @@ impl Connector {
         }
         for ev in &self.pbx_events {
             p.on_pbx(env, &mut self.pbx, &self.tokens, ev);
+        }
+    }
+
+    /// Hands this event's token and PBX events to the calendar feature, and F1's matches
+    /// after one of F1's timers (where it matches again).
+    fn feed_calendar(&mut self, env: &mut impl Env, f1_timer: bool) {
+        let Some(c) = &mut self.calendar else {
+            return;
+        };
+        if f1_timer {
+            c.on_matches_changed(env, &mut self.pbx, &self.tokens);
+        }
+        for ev in &self.token_events {
+            c.on_token(env, &self.tokens, ev);
+        }
+        for ev in &self.pbx_events {
+            c.on_pbx(env, &mut self.pbx, ev);
+        }
+    }
+
+    /// Hands this event's PBX events (searches) to the contact-search feature.
+    fn feed_contact_search(&mut self, env: &mut impl Env) {
+        if let Some(c) = &mut self.contact_search {
+            for ev in &self.pbx_events {
+                c.on_pbx(env, ev);
+            }
         }
     }
 
@@ -197,6 +261,19 @@ impl Connector {
             self.presence = Some(p);
         } else {
             self.presence = None;
+        }
+        self.contact_search = contact_search::Config::read(env).map(|cfg| {
+            let mut c = ContactSearch::new(cfg);
+            c.start(env);
+            c
+        });
+        self.calendar = None;
+        if let Some(cal) = CalendarSettings::read(env, &settings.domain, &settings.instance) {
+            let events = cal.sign_in(env, &mut self.tokens);
+            self.token_events.extend(events);
+            let mut c = CalendarSync::new(cal.cfg);
+            c.init(env, &mut self.pbx);
+            self.calendar = Some(c);
         }
     }
 }

@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod calendar;
 pub mod connector;
 pub mod env;
 pub mod event;

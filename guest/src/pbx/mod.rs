@@ -984,6 +984,23 @@ impl Pbx {
         sent
     }
 
+    /// Sets the calendar presence item (`pbx.calendar-contact`) of user `guid` on the PBX of
+    /// `loc` (or the master); it lives beside the Teams item. Empty activity and note unset it.
+    pub fn set_calendar_presence(
+        &mut self,
+        env: &mut impl Env,
+        loc: Option<&str>,
+        guid: &str,
+        activity: &str,
+        note: &str,
+    ) -> Result<WsId, PbxError> {
+        let ws = self.route(loc, "PbxApi")?;
+        let req = presence::set_request(guid, &self.settings.calendar_contact, activity, note);
+        send(env, ws, &req)
+            .then_some(ws)
+            .ok_or(PbxError::SendFailed)
+    }
+
     /// Starts monitoring the presence of user `sip`/`guid` on the PBX of `loc` (or the master).
     pub fn subscribe_presence(
         &mut self,
