@@ -48,6 +48,9 @@ pub struct LoginInfo {
     /// Name of the PBX the login comes from.
     #[serde(default)]
     pub pbx: Option<String>,
+    /// URL of the App object the login came through (the instance base plus the app name).
+    #[serde(default)]
+    pub appurl: Option<String>,
     /// Present and true if the user has no app licence.
     #[serde(default)]
     pub unlicensed: Option<bool>,

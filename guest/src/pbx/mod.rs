@@ -84,6 +84,9 @@ pub struct Login {
     /// GUID of the object or user that logged in.
     #[serde(default)]
     pub guid: String,
+    /// `info.appurl`: URL of the App object the login came through.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub app_url: String,
     /// `info.unlicensed`: the PBX says the user holds no licence for the app.
     #[serde(default)]
     pub unlicensed: bool,
@@ -555,6 +558,7 @@ impl Pbx {
             info_pbx: info.pbx.clone(),
             object: msg.is_object_login(),
             guid: msg.guid.clone(),
+            app_url: info.appurl.clone().unwrap_or_default(),
             unlicensed: info.unlicensed == Some(true),
         });
         conn.failures = 0;
