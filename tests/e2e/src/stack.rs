@@ -128,6 +128,9 @@ pub struct M365Options {
     pub config: Option<Value>,
     /// Explicit users (`UserSpec` JSON), created before the host starts.
     pub users: Vec<Value>,
+    /// Further app registrations (`AppReg` JSON, e.g. a confidential client with application
+    /// roles), created before the host starts.
+    pub apps: Vec<Value>,
 }
 
 /// Ports and URLs of a running host.
@@ -477,6 +480,9 @@ impl Stack {
         }
         for u in &m.users {
             client.add_user(u.clone())?;
+        }
+        for a in &m.apps {
+            client.add_app(a.clone())?;
         }
         self.m365 = Some((proc, client));
         Ok(())
