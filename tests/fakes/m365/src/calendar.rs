@@ -380,6 +380,43 @@ impl Fake {
         true
     }
 
+    /// Change an event as its organiser would in Outlook (`PATCH /events/{id}`): the fields of
+    /// `patch` replace the event's (a new `start`/`end` moves it). Emits `updated`.
+    pub fn update_event(
+        &mut self,
+        user: &str,
+        event_id: &str,
+        patch: &Value,
+    ) -> Result<(), String> {
+        let uid = self.resolve_user(user).map_err(|e| e.message)?;
+        let e = self
+            .calendars
+            .get_mut(&uid)
+            .and_then(|v| v.iter_mut().find(|e| e.id == event_id))
+            .ok_or("no such event")?;
+        let start = patch.get("start").map(parse_dtz);
+        let end = patch.get("end").map(parse_dtz);
+        if matches!(start, Some(None)) || matches!(end, Some(None)) {
+            return Err("start and end need dateTime and timeZone".into());
+        }
+        for (k, v) in patch.as_object().into_iter().flatten() {
+            if k != "id" && k != "type" {
+                e.json[k] = v.clone();
+            }
+        }
+        if let Some(Some((ms, tz))) = start {
+            e.start = ms;
+            e.tz = tz;
+        }
+        if let Some(Some((ms, _))) = end {
+            e.end = ms;
+        }
+        let j = e.json.clone();
+        self.notify_mailbox(&uid, false, event_id, "updated", j);
+        self.presence_changed(&uid);
+        Ok(())
+    }
+
     /// Delete an event.
     pub fn delete_event(&mut self, user: &str, event_id: &str) -> bool {
         let Ok(uid) = self.resolve_user(user) else {

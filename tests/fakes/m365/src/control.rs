@@ -164,6 +164,20 @@ impl Fake {
                     Err(e) => bad(e),
                 }
             }
+            ("PATCH", ["control", "events", id]) => {
+                match self.update_event(&s("user").unwrap_or_default(), id, &body["patch"]) {
+                    Ok(()) => (200, json!({})),
+                    Err(e) => (404, json!({ "error": e })),
+                }
+            }
+            ("DELETE", ["control", "events", id]) => (
+                if self.delete_event(&s("user").unwrap_or_default(), id) {
+                    204
+                } else {
+                    404
+                },
+                json!({}),
+            ),
             ("POST", ["control", "events", "exception"]) => {
                 let patch = if body["cancel"].as_bool() == Some(true) {
                     None

@@ -244,3 +244,42 @@ fn me_paths_and_contact_folders_route_to_own_mailbox() {
         200
     );
 }
+
+#[test]
+fn moving_an_event_changes_calendar_view_and_notifies_updated() {
+    let mut t = setup();
+    let tok = t.app_token();
+    let a = t.alice.id.clone();
+    let body = json!({"changeType": "created,updated,deleted", "notificationUrl": "https://connector.example/ev", "lifecycleNotificationUrl": "https://connector.example/lc",
+                      "resource": format!("/users/{a}/events"), "expirationDateTime": iso_z(TEST_EPOCH_MS + 4_000 * 60_000), "clientState": "ev"});
+    assert_eq!(t.subscribe(&tok, body).status, 201);
+    let (status, v) = t.fake.control("POST", "/control/events", json!({"user": a, "event": {"subject": "Review", "showAs": "busy",
+        "start": {"dateTime": "2026-01-15T09:00:00", "timeZone": "UTC"}, "end": {"dateTime": "2026-01-15T10:00:00", "timeZone": "UTC"}}}));
+    assert_eq!(status, 201);
+    let id = v["id"].as_str().unwrap().to_string();
+    t.answer_all(echo_validation);
+    // Moved one hour later, by the control API as the organiser would in Outlook.
+    let (status, _) = t.fake.control("PATCH", &format!("/control/events/{id}"), json!({"user": a, "patch": {
+        "start": {"dateTime": "2026-01-15T11:00:00", "timeZone": "UTC"}, "end": {"dateTime": "2026-01-15T12:00:00", "timeZone": "UTC"}}}));
+    assert_eq!(status, 200);
+    let sent = t.answer_all(echo_validation);
+    let b: Value = serde_json::from_slice(&sent[0].body).unwrap();
+    assert_eq!(b["value"][0]["changeType"], "updated");
+    let view = |t: &mut T| {
+        let r = t.get(&tok, &format!("/users/{a}/calendarView?startDateTime=2026-01-15T00:00:00Z&endDateTime=2026-01-16T00:00:00Z"));
+        r.body_json()["value"].as_array().unwrap().clone()
+    };
+    let v = view(&mut t);
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0]["start"]["dateTime"], "2026-01-15T11:00:00.0000000");
+    assert_eq!(v[0]["subject"], "Review");
+    // A bad time is refused and changes nothing; an unknown event is 404.
+    let (status, _) = t.fake.control("PATCH", &format!("/control/events/{id}"), json!({"user": a, "patch": {"start": {"timeZone": "UTC"}}}));
+    assert_eq!(status, 404);
+    assert_eq!(view(&mut t)[0]["start"]["dateTime"], "2026-01-15T11:00:00.0000000");
+    let (status, _) = t.fake.control("DELETE", &format!("/control/events/{id}"), json!({"user": a}));
+    assert_eq!(status, 204);
+    assert!(view(&mut t).is_empty());
+    let (status, _) = t.fake.control("DELETE", &format!("/control/events/{id}"), json!({"user": a}));
+    assert_eq!(status, 404);
+}
