@@ -910,23 +910,110 @@ fn subscription_id(w: &World) -> String {
     v["id"].as_str().unwrap().to_string()
 }
 
+fn subscription_calls(w: &World, from: usize) -> Vec<(String, String, u16)> {
+    w.fake.requests()[from..]
+        .iter()
+        .filter(|r| r.target.contains("/subscriptions"))
+        .map(|r| (r.method.clone(), r.target.clone(), r.status))
+        .collect()
+}
+
+/// Minutes of Graph time, the fake's clock ticking every minute as Microsoft's would.
+fn minutes(w: &mut World, n: u64) {
+    for _ in 0..n {
+        w.advance(60_000);
+    }
+}
+
 #[test]
 fn reauthorization_required_is_answered_by_patch_only() {
     let names = people(2);
     let mut w = World::new(&names, &[], 1);
     w.start();
     let id = subscription_id(&w);
+    // Asked while the subscription is bound to the current token: a PATCH with that token
+    // would change nothing, so the PATCH waits for the next token (fetched 5 minutes before
+    // the old one expires; the fake's tokens live 60 minutes).
     let before = w.fake.requests().len();
     assert!(w.fake.lifecycle_event(&id, "reauthorizationRequired"));
     w.advance(1_000);
-    let after: Vec<(String, String)> = w.fake.requests()[before..]
-        .iter()
-        .filter(|r| r.target.contains("/subscriptions"))
-        .map(|r| (r.method.clone(), r.target.clone()))
-        .collect();
+    assert_eq!(subscription_calls(&w, before), vec![]);
+    minutes(&mut w, 60);
+    let after = subscription_calls(&w, before);
+    let patch = (
+        "PATCH".to_string(),
+        format!("/v1.0/subscriptions/{id}"),
+        200,
+    );
+    assert!(after.contains(&patch), "{after:?}");
+    assert!(after.iter().all(|c| *c == patch), "PATCH only: {after:?}");
+    assert_eq!(subscription_id(&w), id);
+}
+
+#[test]
+fn reauthorization_required_near_the_subscriptions_expiry_is_patched_at_once() {
+    let names = people(2);
+    let mut w = World::new(&names, &[], 1);
+    w.start();
+    let id = subscription_id(&w);
+    // Renewals fail for 39 minutes: 21 of the subscription's 60 minutes are left, while the
+    // token it is bound to (60 minutes, same age) is still the current one.
+    w.fake.add_fault(Fault {
+        path_contains: Some("/v1.0/subscriptions/".into()),
+        method: Some("PATCH".into()),
+        fault: FaultKind::Unavailable {
+            retry_after_s: None,
+        },
+        remaining: None,
+    });
+    minutes(&mut w, 39);
+    w.fake.clear_faults();
+    let before = w.fake.requests().len();
+    assert!(w.fake.lifecycle_event(&id, "reauthorizationRequired"));
+    w.advance(1_000);
     assert_eq!(
-        after,
-        vec![("PATCH".to_string(), format!("/v1.0/subscriptions/{id}"))]
+        subscription_calls(&w, before),
+        vec![(
+            "PATCH".to_string(),
+            format!("/v1.0/subscriptions/{id}"),
+            200
+        )]
+    );
+}
+
+#[test]
+fn renewals_keep_the_ten_minute_rhythm_when_graph_asks_to_reauthorize() {
+    // The fake binds each subscription to the access token that created or renewed it and
+    // asks to reauthorize from 15 minutes before that token expires, every minute until it
+    // gets a PATCH with a newer token (graph.md §3.6).
+    let names = people(3);
+    let mut w = World::new(&names, &[], 1);
+    w.start();
+    let before = w.fake.requests().len();
+    minutes(&mut w, 24 * 60);
+    let calls = subscription_calls(&w, before);
+    let patches = calls.iter().filter(|c| c.0 == "PATCH").count();
+    // 144 by the rhythm plus at most one per new token (24 a day), minus rhythm PATCHes a
+    // token's PATCH made unnecessary.
+    assert!((140..=170).contains(&patches), "{patches} PATCHes in a day");
+    assert!(
+        calls.iter().all(|c| c.0 == "PATCH" && c.2 == 200),
+        "{calls:?}"
+    );
+    // Delivery never paused: a change a day later arrives by notification, without a read.
+    let reads = w
+        .graph_calls("POST", "/v1.0/communications/getPresencesByUserId")
+        .len();
+    w.fake
+        .teams_client_presence("person.0001@contoso.onmicrosoft.com", None, "Away", "Away")
+        .unwrap();
+    w.advance(1_000);
+    assert_eq!(w.pbx_activity(1).as_deref(), Some("away"));
+    assert_eq!(
+        w.graph_calls("POST", "/v1.0/communications/getPresencesByUserId")
+            .len(),
+        reads + 1,
+        "one read for the one (plain) notification"
     );
 }
 

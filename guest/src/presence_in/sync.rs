@@ -161,6 +161,15 @@ struct Sub {
     /// Deletions in flight during adoption.
     deleting: usize,
     attempt: u32,
+    /// The access token of the create or PATCH in flight.
+    sending_token: Option<String>,
+    /// The access token Graph bound the subscription to at its last create or PATCH.
+    bound_token: Option<String>,
+    /// `reauthorizationRequired` arrived while the subscription was bound to this (current)
+    /// token: the PATCH waits for the token manager's next token.
+    reauth_after: Option<String>,
+    /// Local time of the last successful create or PATCH.
+    renewed_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -222,6 +231,17 @@ pub struct PresenceSync {
     force: BTreeSet<String>,
 }
 
+impl Sub {
+    /// A create or PATCH succeeded: Graph bound the subscription to the token it carried.
+    fn bound(&mut self, now_ms: u64) {
+        self.bound_token = self.sending_token.take();
+        self.renewed_ms = Some(now_ms);
+        if self.reauth_after.is_some() && self.reauth_after != self.bound_token {
+            self.reauth_after = None;
+        }
+    }
+}
+
 fn timer_tag(kind: &str, account: &str) -> String {
     format!("{TIMER_PREFIX}{kind}:{account}")
 }
@@ -281,6 +301,10 @@ impl PresenceSync {
                     desired,
                     deleting: 0,
                     attempt: 0,
+                    sending_token: None,
+                    bound_token: None,
+                    reauth_after: None,
+                    renewed_ms: None,
                 },
             );
         }
@@ -352,7 +376,10 @@ impl PresenceSync {
         match self.subs.get(account).map(|s| s.phase) {
             Some(Phase::Unlisted) => self.list(env, tokens, account),
             // Work skipped while the account had no token.
-            Some(Phase::Idle) => self.converge(env, tokens, account),
+            Some(Phase::Idle) => {
+                self.converge(env, tokens, account);
+                self.reauthorize_if_fresh(env, tokens, account);
+            }
             _ => {}
         }
         // Notifications acknowledged before a restart and not read yet.
@@ -649,6 +676,7 @@ impl PresenceSync {
             None => {
                 let ids = s.desired.clone();
                 s.phase = Phase::Busy;
+                s.sending_token = Some(token.to_string());
                 let cert = if self.cfg.rich {
                     certificate(env)
                 } else {
@@ -715,6 +743,7 @@ impl PresenceSync {
             now + self.cfg.lifetime_ms,
         );
         s.phase = Phase::Busy;
+        s.sending_token = Some(token.to_string());
         let id = env.http_start(req);
         self.pending.insert(
             id,
@@ -722,6 +751,53 @@ impl PresenceSync {
                 account: account.to_string(),
             },
         );
+    }
+
+    /// Answers `reauthorizationRequired` (graph.md §3.6: get a fresh token, then PATCH).
+    /// Graph asks while the token the subscription is bound to nears its expiry; a PATCH with
+    /// that same token changes nothing and Graph asks again at once (the fake every minute), so
+    /// when the current token is that token the PATCH waits for the token manager's next one,
+    /// which it fetches well before the old one expires (delivery never pauses). A
+    /// subscription that itself nears expiry is PATCHed at once.
+    fn reauthorize(&mut self, env: &mut impl Env, tokens: &Tokens, account: &str) {
+        let graph_now = self.graph_now(env);
+        let current = tokens.access_token(account, env.now_ms());
+        let half_life = self.cfg.lifetime_ms / 2;
+        let Some(s) = self.subs.get_mut(account) else {
+            return;
+        };
+        let expiring = s
+            .record
+            .as_ref()
+            .is_some_and(|r| r.expiry_ms.saturating_sub(graph_now) < half_life);
+        let same_token = current.is_some() && current == s.bound_token.as_deref();
+        if current.is_none() || (same_token && !expiring) {
+            s.reauth_after = Some(current.unwrap_or_default().to_string());
+            env.log(
+                Level::Debug,
+                target::GRAPH,
+                &format!("account `{account}`: reauthorization waits for the next access token"),
+            );
+            return;
+        }
+        self.renew(env, tokens, account);
+    }
+
+    /// The PATCH a `reauthorizationRequired` waits for, once a newer token is there.
+    fn reauthorize_if_fresh(&mut self, env: &mut impl Env, tokens: &Tokens, account: &str) {
+        let Some(stale) = self
+            .subs
+            .get(account)
+            .and_then(|s| s.reauth_after.as_deref())
+        else {
+            return;
+        };
+        if tokens
+            .access_token(account, env.now_ms())
+            .is_some_and(|t| t != stale)
+        {
+            self.renew(env, tokens, account);
+        }
     }
 
     /// A timer; `false` if not this module's.
@@ -744,8 +820,18 @@ impl PresenceSync {
         match kind {
             "renew" => {
                 self.set_timer(env, self.cfg.renew_ms, tag);
+                let now = env.now_ms();
                 for a in self.accounts.clone() {
-                    self.renew(env, tokens, &a);
+                    // A PATCH for a fresh token moments ago already renewed it: one PATCH
+                    // per rhythm, not two.
+                    let recent = self
+                        .subs
+                        .get(&a)
+                        .and_then(|s| s.renewed_ms)
+                        .is_some_and(|at| now.saturating_sub(at) < self.cfg.renew_ms / 2);
+                    if !recent {
+                        self.renew(env, tokens, &a);
+                    }
                 }
             }
             "reconcile" => {
@@ -944,6 +1030,7 @@ impl PresenceSync {
                         s.record = Some(record);
                         s.phase = Phase::Idle;
                         s.attempt = 0;
+                        s.bound(env.now_ms());
                     }
                     // Changes between the old subscription and this one were not notified.
                     self.reconcile(env, tokens, Some(ids));
@@ -971,12 +1058,14 @@ impl PresenceSync {
                         if let Some(s) = self.subs.get_mut(&account) {
                             s.phase = Phase::Idle;
                             s.attempt = 0;
+                            s.bound(env.now_ms());
                             if let Some(r) = &mut s.record {
                                 r.expiry_ms = expiry_ms;
                                 store::set_json(env, &sub_key(&account), r);
                             }
                         }
                         self.converge(env, tokens, &account);
+                        self.reauthorize_if_fresh(env, tokens, &account);
                     }
                     Err(e) if e.status == 404 => {
                         env.log(
@@ -1303,7 +1392,7 @@ impl PresenceSync {
         );
         match event {
             // Product decision: renewing by PATCH only, never PATCH plus reauthorize.
-            "reauthorizationRequired" => self.renew(env, tokens, account),
+            "reauthorizationRequired" => self.reauthorize(env, tokens, account),
             "subscriptionRemoved" => {
                 env.kv_delete(&sub_key(account));
                 if let Some(s) = self.subs.get_mut(account) {
