@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod calendar;
 pub mod connector;
+pub mod contact_search;
 pub mod env;
 pub mod event;
 pub mod graph;
