@@ -2,7 +2,6 @@
 //! that owns it. It keeps no I/O of its own; everything goes through [`Env`].
 
 use crate::calendar::{self, CalendarSettings, CalendarSync};
-use crate::contact_search::{self, ContactSearch};
 use crate::env::{Env, Level, target};
 use crate::event::{Event, HttpResponse, InitInfo, WsDirection};
 use crate::graph::tokens::{TokenEvent, Tokens};
@@ -29,8 +28,6 @@ pub struct Connector {
     pub token_events: Vec<TokenEvent>,
     /// Teams -> PBX presence (F1), when configured.
     pub presence: Option<PresenceSync>,
-    /// Contact search from the Phone App (F4), when configured.
-    pub contact_search: Option<ContactSearch>,
     /// Calendar presence (F3), when configured.
     pub calendar: Option<CalendarSync>,
 }
@@ -44,6 +41,8 @@ impl Connector {
     /// Handles one event. Never fails: bad input is logged and ignored, because an error
     /// would discard the whole batch of events the host delivered with it.
     pub fn handle(&mut self, env: &mut impl Env, event: Event) {
+        // Every line logged while handling goes to the admin page's live log too.
+        let env = &mut crate::admin::LogTap(env);
         let kind = event.kind();
         if !self.initialised && !matches!(event, Event::Init(_)) {
             // A host must send init first; recover rather than lose the event.
@@ -69,6 +68,8 @@ impl Connector {
                         "/subscriptions" | "/lifecycle"
                     ) =>
             {
+                let now = env.now_ms();
+                store::set_u64(env, crate::admin::LAST_NOTIFICATION_KEY, now);
                 let resp = match &mut self.presence {
                     Some(p) => p.on_notification(env, &mut self.pbx, &self.tokens, &req),
                     // Not configured: nothing of ours can be notified; acknowledge and drop.
@@ -102,8 +103,16 @@ impl Connector {
                     accounts: &self.accounts,
                     presence,
                 };
-                let resp = http::route(env, &req, &status);
-                env.respond(id, resp);
+                if crate::admin::is_admin_path(&req.path) {
+                    let outcome = crate::admin::route(env, &req, &status);
+                    env.respond(id, outcome.response);
+                    if outcome.reconfigure {
+                        self.reconfigure(env);
+                    }
+                } else {
+                    let resp = http::route(env, &req, &status);
+                    env.respond(id, resp);
+                }
             }
             Event::HttpResponse(id, result) => match self.tokens.on_response(env, id, &result) {
                 Some(events) => self.token_events = events,
@@ -113,10 +122,6 @@ impl Connector {
                 None if self.calendar.as_mut().is_some_and(|c| {
                     c.on_response(env, &mut self.pbx, &self.tokens, id, &result)
                 }) => {}
-                None if self
-                    .contact_search
-                    .as_mut()
-                    .is_some_and(|c| c.on_response(env, id, &result)) => {}
                 // A completion nobody waits for (e.g. started by a previous guest version).
                 None => env.log(
                     Level::Debug,
@@ -156,10 +161,6 @@ impl Connector {
                         c.on_timer(env, &mut self.pbx, &self.tokens, id, &tag);
                     }
                 }
-                None if self
-                    .contact_search
-                    .as_mut()
-                    .is_some_and(|c| c.on_timer(env, id, &tag)) => {}
                 None => env.log(
                     Level::Debug,
                     target::APP,
@@ -168,7 +169,6 @@ impl Connector {
             },
         }
         self.feed_presence(env);
-        self.feed_contact_search(env);
         self.feed_calendar(env, f1_timer);
         env.gauge_set(
             "pbx_connections",
@@ -207,13 +207,31 @@ impl Connector {
         }
     }
 
-    /// Hands this event's PBX events (searches) to the contact-search feature.
-    fn feed_contact_search(&mut self, env: &mut impl Env) {
-        if let Some(c) = &mut self.contact_search {
-            for ev in &self.pbx_events {
-                c.on_pbx(env, ev);
-            }
-        }
+    /// Re-applies the settings after the admin page saved them: every feature starts again
+    /// from its stored state, as after a hot swap, and the PBX connections stay up.
+    pub fn reconfigure(&mut self, env: &mut impl Env) {
+        let open: Vec<crate::event::WsOpen> = self
+            .pbx
+            .connections()
+            .map(|c| crate::event::WsOpen {
+                id: c.ws,
+                direction: WsDirection::Inbound,
+                path: "/".into(),
+                headers: vec![],
+                peer: c.peer.clone(),
+            })
+            .collect();
+        let started_ms = self.started_ms;
+        self.init(
+            env,
+            &InitInfo {
+                reason: crate::event::InitReason::Upgrade,
+                from_version: Some(crate::version()),
+                snapshot: None,
+                open_websockets: open,
+            },
+        );
+        self.started_ms = started_ms;
     }
 
     fn init(&mut self, env: &mut impl Env, info: &InitInfo) {
@@ -262,11 +280,6 @@ impl Connector {
         } else {
             self.presence = None;
         }
-        self.contact_search = contact_search::Config::read(env).map(|cfg| {
-            let mut c = ContactSearch::new(cfg);
-            c.start(env);
-            c
-        });
         self.calendar = None;
         if let Some(cal) = CalendarSettings::read(env, &settings.domain, &settings.instance) {
             let events = cal.sign_in(env, &mut self.tokens);

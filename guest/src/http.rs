@@ -51,7 +51,8 @@ pub fn route(env: &mut impl Env, req: &InboundRequest, status: &StatusInput) -> 
     }
 }
 
-fn status_json(env: &mut impl Env, s: &StatusInput) -> Value {
+/// The `/status` figures (also the admin page's source for its lights).
+pub fn status_json(env: &mut impl Env, s: &StatusInput) -> Value {
     let uptime_ms = env.now_ms().saturating_sub(s.started_ms);
     let events = store::event_counts(env);
     let mut connections = Vec::new();

@@ -11,10 +11,10 @@
 //! `config` interface).
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod audit;
 pub mod calendar;
 pub mod connector;
-pub mod contact_search;
 pub mod env;
 pub mod event;
 pub mod graph;

@@ -1,0 +1,283 @@
+//! The admin API driven through the connector, as the page uses it.
+
+use serde_json::{Value, json};
+
+use crate::Connector;
+use crate::event::{Event, Header, InboundRequest, InitInfo, header};
+use crate::pbx::login;
+use crate::testenv::TestEnv;
+
+fn request(method: &str, path: &str, body: Value, headers: Vec<Header>) -> InboundRequest {
+    InboundRequest {
+        method: method.into(),
+        path: path.into(),
+        query: String::new(),
+        headers,
+        body: if body.is_null() {
+            vec![]
+        } else {
+            body.to_string().into_bytes()
+        },
+        peer: "192.0.2.7:5555".into(),
+    }
+}
+
+struct Page {
+    c: Connector,
+    env: TestEnv,
+    next: u64,
+    cookie: Option<String>,
+    csrf: Option<String>,
+}
+
+impl Page {
+    fn new() -> Self {
+        let mut env = TestEnv::new();
+        let mut c = Connector::new();
+        c.handle(&mut env, Event::Init(InitInfo::default_start()));
+        Page {
+            c,
+            env,
+            next: 100,
+            cookie: None,
+            csrf: None,
+        }
+    }
+
+    fn call(&mut self, method: &str, path: &str, body: Value) -> (u16, Value, Vec<Header>) {
+        let mut headers = vec![];
+        if let Some(c) = &self.cookie {
+            headers.push(Header::new("cookie", &format!("other=1; m365admin={c}")));
+        }
+        if let Some(t) = &self.csrf {
+            headers.push(Header::new("x-csrf-token", t));
+        }
+        self.next += 1;
+        let req = request(method, path, body, headers);
+        self.c
+            .handle(&mut self.env, Event::HttpRequest(self.next, req));
+        let (id, resp) = self.env.responses.last().unwrap().clone();
+        assert_eq!(id, self.next);
+        let body = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
+        (resp.status, body, resp.headers)
+    }
+
+    /// Logs in as the browser does: challenge, digest without `info`, login.
+    fn login(&mut self, password: &str) -> (u16, Value) {
+        let (_, ch, _) = self.call("POST", "/admin/api/challenge", Value::Null);
+        let c = ch["challenge"].as_str().unwrap();
+        let digest = login::digest(
+            ch["app"].as_str().unwrap(),
+            ch["domain"].as_str().unwrap(),
+            "",
+            "",
+            "",
+            None,
+            c,
+            password,
+        );
+        let (status, body, headers) = self.call(
+            "POST",
+            "/admin/api/login",
+            json!({"challenge": c, "digest": digest}),
+        );
+        if status == 200 {
+            let set = header(&headers, "set-cookie").unwrap().to_string();
+            assert!(
+                set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+                "{set}"
+            );
+            assert!(set.contains("Path=/example.com/m365/admin"), "{set}");
+            let value = set
+                .split(';')
+                .next()
+                .unwrap()
+                .trim_start_matches("m365admin=");
+            self.cookie = Some(value.to_string());
+            self.csrf = body["csrf"].as_str().map(str::to_string);
+        }
+        (status, body)
+    }
+}
+
+#[test]
+fn page_and_api_need_the_right_password() {
+    let mut p = Page::new();
+    let (status, _, headers) = p.call("GET", "/admin/", Value::Null);
+    assert_eq!(status, 200);
+    assert!(
+        header(&headers, "content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert_eq!(p.call("GET", "/admin/api/overview", Value::Null).0, 401);
+    let (status, body) = p.login("wrong");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("Wrong password."))
+    );
+    assert_eq!(p.login("pwd").0, 200);
+    let (status, body, _) = p.call("GET", "/admin/api/overview", Value::Null);
+    assert_eq!(status, 200);
+    assert_eq!(body["lights"][0]["name"], "Master PBX");
+    assert_eq!(body["lights"][0]["color"], "red");
+    // No password anywhere in what was answered.
+    assert!(
+        p.env
+            .responses
+            .iter()
+            .all(|(_, r)| !String::from_utf8_lossy(&r.body).contains("pwd"))
+    );
+}
+
+#[test]
+fn a_challenge_works_once_and_changes_need_the_csrf_token() {
+    let mut p = Page::new();
+    let (_, ch, _) = p.call("POST", "/admin/api/challenge", Value::Null);
+    let c = ch["challenge"].as_str().unwrap();
+    let digest = login::digest("m365", "example.com", "", "", "", None, c, "pwd");
+    let attempt = json!({"challenge": c, "digest": digest});
+    assert_eq!(p.call("POST", "/admin/api/login", attempt.clone()).0, 200);
+    assert_eq!(p.call("POST", "/admin/api/login", attempt).0, 401);
+    assert_eq!(p.login("pwd").0, 200);
+    let csrf = p.csrf.take();
+    let change = json!({"values": {"matching.strip-domain": "true"}});
+    assert_eq!(p.call("PUT", "/admin/api/settings", change.clone()).0, 401);
+    p.csrf = csrf;
+    assert_eq!(p.call("PUT", "/admin/api/settings", change).0, 200);
+    assert_eq!(
+        p.env
+            .kv_text("settings/value/matching.strip-domain")
+            .as_deref(),
+        Some("true")
+    );
+}
+
+#[test]
+fn sessions_expire_and_failed_logins_are_slowed_down() {
+    let mut p = Page::new();
+    assert_eq!(p.login("pwd").0, 200);
+    p.env.now_ms += 1801 * 1000;
+    assert_eq!(p.call("GET", "/admin/api/settings", Value::Null).0, 401);
+    for _ in 0..4 {
+        assert_eq!(p.login("guess").0, 401);
+    }
+    // The fifth try, even with the right password, must wait.
+    let (status, body) = p.login("pwd");
+    assert_eq!(status, 429, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("try again in"));
+    p.env.now_ms += body["retry_after_s"].as_u64().unwrap() * 1000;
+    assert_eq!(p.login("pwd").0, 200);
+}
+
+#[test]
+fn settings_are_checked_saved_sealed_and_never_shown() {
+    let mut p = Page::new();
+    p.login("pwd");
+    let bad = json!({"values": {
+        "presence.client-id": "not-a-guid",
+        "presence.tenant": "contoso.onmicrosoft.com",
+    }});
+    let (status, body, _) = p.call("PUT", "/admin/api/settings", bad);
+    assert_eq!(status, 400);
+    assert!(
+        body["errors"]["presence.client-id"]
+            .as_str()
+            .unwrap()
+            .contains("GUID")
+    );
+    // Nothing saved: the good value in the same form waits for the bad one to be fixed.
+    assert!(p.env.kv_keys("settings/").is_empty());
+    let good = json!({"values": {
+        "presence.client-id": "0b5e8c0a-1111-4a4a-9b9b-0123456789ab",
+        "presence.tenant": "contoso.onmicrosoft.com",
+        "calendar.client-secret": "Sup3r-S3cret~value",
+    }});
+    assert_eq!(p.call("PUT", "/admin/api/settings", good).0, 200);
+    let (_, body, _) = p.call("GET", "/admin/api/settings", Value::Null);
+    let text = body.to_string();
+    assert!(!text.contains("Sup3r"));
+    let secret = body["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "calendar.client-secret")
+        .unwrap();
+    assert_eq!(secret["set"], true);
+    assert!(
+        p.env
+            .kv
+            .values()
+            .all(|v| !String::from_utf8_lossy(v).contains("Sup3r"))
+    );
+    assert!(!p.env.logged("Sup3r"));
+    // Empty secret keeps the saved one.
+    let keep = json!({"values": {"calendar.client-secret": ""}});
+    assert_eq!(p.call("PUT", "/admin/api/settings", keep).0, 200);
+    assert_eq!(
+        crate::settings::value(&mut p.env, "calendar.client-secret").as_deref(),
+        Some("Sup3r-S3cret~value")
+    );
+}
+
+#[test]
+fn an_added_account_signs_in_and_its_password_stays_hidden() {
+    let mut p = Page::new();
+    p.login("pwd");
+    let values = json!({"values": {
+        "presence.client-id": "0b5e8c0a-1111-4a4a-9b9b-0123456789ab",
+        "presence.tenant": "contoso.onmicrosoft.com",
+    }});
+    p.call("PUT", "/admin/api/settings", values);
+    let (status, body, _) = p.call(
+        "POST",
+        "/admin/api/accounts",
+        json!({"name": "teams1", "username": "nobody"}),
+    );
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().starts_with("User:"));
+    let requests = p.env.requests.len();
+    let add = json!({"name": "teams1", "username": "svc@contoso.com", "password": "pa$$-W0rd"});
+    let (status, body, _) = p.call("POST", "/admin/api/accounts", add);
+    assert_eq!(status, 200);
+    assert_eq!(body["accounts"][0]["password"], "set");
+    assert!(!body.to_string().contains("pa$$"));
+    // Re-applied at once: the account asks for a token.
+    let token = &p.env.requests[requests..];
+    assert!(
+        token
+            .iter()
+            .any(|(_, r)| r.url.ends_with("/oauth2/v2.0/token"))
+    );
+    assert_eq!(p.c.accounts, vec!["teams1".to_string()]);
+    let (_, overview, _) = p.call("GET", "/admin/api/overview", Value::Null);
+    assert!(overview.to_string().contains("Teams account teams1"));
+    assert_eq!(
+        p.call("DELETE", "/admin/api/accounts/teams1", Value::Null)
+            .0,
+        200
+    );
+    assert!(p.c.accounts.is_empty());
+}
+
+#[test]
+fn trace_switches_and_live_log() {
+    let mut p = Page::new();
+    p.login("pwd");
+    let (status, body, _) = p.call(
+        "PUT",
+        "/admin/api/trace",
+        json!({"target": "config", "on": true}),
+    );
+    assert_eq!(status, 200);
+    assert!(
+        body["switches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["target"] == "config" && s["on"] == true)
+    );
+    let (_, log, _) = p.call("GET", "/admin/api/log", Value::Null);
+    assert!(log["lines"].to_string().contains("trace switch config on"));
+    assert!(log["audit"].is_array());
+}
