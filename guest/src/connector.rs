@@ -2,6 +2,7 @@
 //! that owns it. It keeps no I/O of its own; everything goes through [`Env`].
 
 use crate::calendar::{self, CalendarSettings, CalendarSync};
+use crate::contact_search::{self, ContactSearch};
 use crate::env::{Env, Level, target};
 use crate::event::{Event, HttpResponse, InitInfo, WsDirection};
 use crate::graph::tokens::{TokenEvent, Tokens};
@@ -28,6 +29,8 @@ pub struct Connector {
     pub token_events: Vec<TokenEvent>,
     /// Teams -> PBX presence (F1), when configured.
     pub presence: Option<PresenceSync>,
+    /// Contact search from the Phone App (F4), when configured.
+    pub contact_search: Option<ContactSearch>,
     /// Calendar presence (F3), when configured.
     pub calendar: Option<CalendarSync>,
 }
@@ -122,6 +125,10 @@ impl Connector {
                 None if self.calendar.as_mut().is_some_and(|c| {
                     c.on_response(env, &mut self.pbx, &self.tokens, id, &result)
                 }) => {}
+                None if self
+                    .contact_search
+                    .as_mut()
+                    .is_some_and(|c| c.on_response(env, id, &result)) => {}
                 // A completion nobody waits for (e.g. started by a previous guest version).
                 None => env.log(
                     Level::Debug,
@@ -161,6 +168,10 @@ impl Connector {
                         c.on_timer(env, &mut self.pbx, &self.tokens, id, &tag);
                     }
                 }
+                None if self
+                    .contact_search
+                    .as_mut()
+                    .is_some_and(|c| c.on_timer(env, id, &tag)) => {}
                 None => env.log(
                     Level::Debug,
                     target::APP,
@@ -169,6 +180,7 @@ impl Connector {
             },
         }
         self.feed_presence(env);
+        self.feed_contact_search(env);
         self.feed_calendar(env, f1_timer);
         env.gauge_set(
             "pbx_connections",
@@ -204,6 +216,15 @@ impl Connector {
         }
         for ev in &self.pbx_events {
             c.on_pbx(env, &mut self.pbx, ev);
+        }
+    }
+
+    /// Hands this event's PBX events (searches) to the contact-search feature.
+    fn feed_contact_search(&mut self, env: &mut impl Env) {
+        if let Some(c) = &mut self.contact_search {
+            for ev in &self.pbx_events {
+                c.on_pbx(env, ev);
+            }
         }
     }
 
@@ -280,6 +301,11 @@ impl Connector {
         } else {
             self.presence = None;
         }
+        self.contact_search = contact_search::Config::read(env).map(|cfg| {
+            let mut c = ContactSearch::new(cfg);
+            c.start(env);
+            c
+        });
         self.calendar = None;
         if let Some(cal) = CalendarSettings::read(env, &settings.domain, &settings.instance) {
             let events = cal.sign_in(env, &mut self.tokens);

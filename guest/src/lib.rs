@@ -15,6 +15,7 @@ pub mod admin;
 pub mod audit;
 pub mod calendar;
 pub mod connector;
+pub mod contact_search;
 pub mod env;
 pub mod event;
 pub mod graph;
