@@ -9,6 +9,7 @@ use crate::graph::tokens::{TokenEvent, Tokens};
 use crate::http::{self, StatusInput};
 use crate::pbx::{Pbx, PbxEvent};
 use crate::presence_in::sync::{self, PresenceSync};
+use crate::presence_out::{self, PresenceOut};
 use crate::settings::{PresenceSettings, Settings};
 use crate::store;
 
@@ -33,6 +34,8 @@ pub struct Connector {
     pub contact_search: Option<ContactSearch>,
     /// Calendar presence (F3), when configured.
     pub calendar: Option<CalendarSync>,
+    /// PBX -> Teams presence (F2), when configured.
+    pub presence_out: Option<PresenceOut>,
 }
 
 impl Connector {
@@ -129,6 +132,10 @@ impl Connector {
                     .contact_search
                     .as_mut()
                     .is_some_and(|c| c.on_response(env, id, &result)) => {}
+                None if self
+                    .presence_out
+                    .as_mut()
+                    .is_some_and(|p| p.on_response(env, &self.tokens, id, &result)) => {}
                 // A completion nobody waits for (e.g. started by a previous guest version).
                 None => env.log(
                     Level::Debug,
@@ -163,6 +170,11 @@ impl Connector {
                         p.on_timer(env, &mut self.pbx, &self.tokens, id, &tag);
                     }
                 }
+                None if tag.starts_with(presence_out::TIMER_PREFIX) => {
+                    if let Some(p) = &mut self.presence_out {
+                        p.on_timer(env, &mut self.pbx, &self.tokens, id, &tag);
+                    }
+                }
                 None if tag.starts_with(calendar::TIMER_PREFIX) => {
                     if let Some(c) = &mut self.calendar {
                         c.on_timer(env, &mut self.pbx, &self.tokens, id, &tag);
@@ -180,6 +192,7 @@ impl Connector {
             },
         }
         self.feed_presence(env);
+        self.feed_presence_out(env);
         self.feed_contact_search(env);
         self.feed_calendar(env, f1_timer);
         env.gauge_set(
@@ -216,6 +229,18 @@ impl Connector {
         }
         for ev in &self.pbx_events {
             c.on_pbx(env, &mut self.pbx, ev);
+        }
+    }
+
+    /// Hands this event's token and PBX events to the PBX -> Teams presence feature.
+    fn feed_presence_out(&mut self, env: &mut impl Env) {
+        if let Some(p) = &mut self.presence_out {
+            for ev in &self.token_events {
+                p.on_token(env, &self.tokens, ev);
+            }
+            for ev in &self.pbx_events {
+                p.on_pbx(env, &mut self.pbx, &self.tokens, ev);
+            }
         }
     }
 
@@ -306,6 +331,13 @@ impl Connector {
             c.start(env);
             c
         });
+        self.presence_out = PresenceOut::configure(
+            env,
+            &settings,
+            &mut self.tokens,
+            &self.pbx,
+            &mut self.token_events,
+        );
         self.calendar = None;
         if let Some(cal) = CalendarSettings::read(env, &settings.domain, &settings.instance) {
             let events = cal.sign_in(env, &mut self.tokens);

@@ -1248,6 +1248,15 @@ impl PresenceSync {
         let key = applied_key(&m.id);
         let mut applied: Applied = store::get_json(env, &key).unwrap_or_default();
         let forced = self.force.remove(&m.id);
+        // PBX -> Teams (F2) wrote this state itself: carrying it back would be an echo.
+        if crate::presence_out::echo::is_own(env, &m.id, &p.availability, &p.activity)
+            && !matches!(decide(&applied, p, false), Decision::OutOfOrder)
+        {
+            env.counter_add("presence_updates_dropped_total", &[("reason", "own-write")], 1);
+            applied.seq = p.sequence_number.clone().or(applied.seq);
+            store::set_json(env, &key, &applied);
+            return;
+        }
         let activity = match decide(&applied, p, forced) {
             Decision::OutOfOrder => {
                 env.counter_add(
