@@ -1252,7 +1252,11 @@ impl PresenceSync {
         if crate::presence_out::echo::is_own(env, &m.id, &p.availability, &p.activity)
             && !matches!(decide(&applied, p, false), Decision::OutOfOrder)
         {
-            env.counter_add("presence_updates_dropped_total", &[("reason", "own-write")], 1);
+            env.counter_add(
+                "presence_updates_dropped_total",
+                &[("reason", "own-write")],
+                1,
+            );
             applied.seq = p.sequence_number.clone().or(applied.seq);
             store::set_json(env, &key, &applied);
             return;
