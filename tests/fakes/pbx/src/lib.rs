@@ -48,6 +48,7 @@ pub mod dialer;
 pub mod digest;
 pub mod licences;
 pub mod login;
+pub mod objects;
 pub mod pbx;
 pub mod presence;
 pub mod replication;

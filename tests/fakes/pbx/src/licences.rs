@@ -138,6 +138,9 @@ impl Pbx {
                         "used": users.to_string(),"slaves":"0","version":"14"}]);
                 }
             }
+            "GetAppObjects" | "GetObject" | "UpdateObject" | "DeleteObject" => {
+                return self.on_object(conn, mt, msg);
+            }
             "MonitorUnallowed" => {
                 // Response format is [UNKNOWN]; we list the refused watches.
                 let list: Vec<Value> = self

@@ -268,6 +268,8 @@ pub struct Pbx {
     pub(crate) lic_cache: HashMap<String, HashSet<String>>,
     pub(crate) lic_seq: u64,
     pub(crate) lic_order: HashMap<(String, String), u64>,
+    // configuration objects (PbxAdminApi)
+    pub(crate) objects: crate::objects::Objects,
     // observation
     pub(crate) log: Vec<LogEntry>,
     log_seq: u64,
@@ -308,6 +310,7 @@ impl Pbx {
             lic_cache: HashMap::new(),
             lic_seq: 0,
             lic_order: HashMap::new(),
+            objects: Default::default(),
             log: vec![],
             log_seq: 0,
             violations: vec![],
