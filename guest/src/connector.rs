@@ -108,6 +108,7 @@ impl Connector {
                     tokens: &self.tokens,
                     accounts: &self.accounts,
                     presence,
+                    presence_out: self.presence_out.as_ref().map(|p| p.status(&self.tokens)),
                 };
                 if crate::admin::is_admin_path(&req.path) {
                     let outcome = crate::admin::route(env, &req, &status);

@@ -27,6 +27,8 @@ pub struct StatusInput<'a> {
     pub accounts: &'a [String],
     /// Teams -> PBX presence status (matching, subscriptions), when configured.
     pub presence: Option<Value>,
+    /// PBX -> Teams presence status (sign-in, monitors, writes), when configured.
+    pub presence_out: Option<Value>,
 }
 
 /// Answers one request.
@@ -99,5 +101,6 @@ pub fn status_json(env: &mut impl Env, s: &StatusInput) -> Value {
         "master": s.pbx.master().and_then(|c| c.pbx.clone()),
         "pbx": connections,
         "presence": s.presence,
+        "presence_out": s.presence_out,
     })
 }
