@@ -6,6 +6,7 @@
 //   "log": "info", "max_body_bytes": 4194304, "response_deadline_ms": 30000,
 //   "instances": [{ "name": "t", "domain": "example.com", "plugin": "microsoft365",
 //                   "password": "...", "allow_outbound": ["graph.microsoft.com"],
+//                   "event_deadline_ms": 2000, "memory_limit_mb": 64, "heap_limit_mb": 256,
 //                   "settings": { "greeting": "hello", "secret": "env:MY_SECRET" } }]
 // }
 import { readFileSync } from 'node:fs';
@@ -29,6 +30,7 @@ export function loadConfig(path) {
       plugin: i.plugin,
       allow_outbound: (i.allow_outbound ?? []).map((a) => a.toLowerCase()),
       max_response_bytes: i.max_response_bytes ?? 16 << 20,
+      limits: limitsOf(i),
       settings: settingsOf(i, resolve),
     };
   });
@@ -43,6 +45,24 @@ export function loadConfig(path) {
     responseDeadlineMs: raw.response_deadline_ms ?? 30_000,
     watchIntervalMs: raw.watch_interval_ms ?? 1000,
     instances,
+  };
+}
+
+/**
+ * The sandbox of one instance's guest (same defaults as apphost): how long one `handle` call
+ * may run before its worker is ended, the cap on the guest's linear memory, and the cap on its
+ * worker's JavaScript heap.
+ */
+function limitsOf(instance) {
+  const positive = (key, fallback) => {
+    const v = instance[key] ?? fallback;
+    if (!Number.isInteger(v) || v <= 0) throw new Error(`instance ${instance.name}: "${key}" must be a positive integer, not ${JSON.stringify(v)}`);
+    return v;
+  };
+  return {
+    eventDeadlineMs: positive('event_deadline_ms', 2000),
+    memoryBytes: positive('memory_limit_mb', 64) * 1024 * 1024,
+    heapMb: positive('heap_limit_mb', 256),
   };
 }
 

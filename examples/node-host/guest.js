@@ -3,10 +3,11 @@
 // gen/<sha256>/, so a changed plugin file gets a fresh transpile and an unchanged one none.
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import * as shim from '@bytecodealliance/preview2-shim';
+import { capMemory } from './wasm-limits.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const jcoBin = join(here, 'node_modules', '@bytecodealliance', 'jco', 'dist', 'jco.js');
@@ -35,24 +36,31 @@ export function transpile(wasmPath) {
 }
 
 /**
- * Loads a component: returns `{ sha256, instantiate(hostImports) }`. Core modules are compiled
- * once per component, so restarting a guest only instantiates.
+ * Loads a component: returns `{ sha256, dir, modules(maxMemoryBytes) }`. Its core modules are
+ * compiled once per memory cap (see wasm-limits.js) and handed to each worker that runs the
+ * guest, so restarting a guest only instantiates. A component that does not transpile or
+ * compile is rejected here, before any instance runs it.
  */
-export async function loadGuest(wasmPath) {
+export async function loadGuest(wasmPath, maxMemoryBytes) {
   const { sha256, dir } = transpile(wasmPath);
+  const names = readdirSync(dir).filter((f) => f.endsWith('.wasm'));
+  const compiled = new Map(); // cap -> Promise<Map<file name, WebAssembly.Module>>
+  const modules = (cap) => {
+    if (!compiled.has(cap)) {
+      compiled.set(cap, Promise.all(names.map(async (n) =>
+        [n, await WebAssembly.compile(capMemory(readFileSync(join(dir, n)), cap))])).then((pairs) => new Map(pairs)));
+    }
+    return compiled.get(cap);
+  };
+  if (maxMemoryBytes !== undefined) await modules(maxMemoryBytes);
+  return { sha256, dir, modules };
+}
+
+/** In a worker: instantiates a transpiled component on compiled `modules`; returns its guest. */
+export async function instantiateGuest(dir, modules, hostImports) {
   const module = await import(pathToFileURL(join(dir, 'guest.js')).href);
-  const compiled = new Map();
-  const getCoreModule = (name) => {
-    if (!compiled.has(name)) compiled.set(name, WebAssembly.compile(readFileSync(join(dir, name))));
-    return compiled.get(name);
-  };
-  return {
-    sha256,
-    async instantiate(hostImports) {
-      const root = await module.instantiate(getCoreModule, importObject(hostImports));
-      return root['connector:host/guest@0.1.0'] ?? root.guest;
-    },
-  };
+  const root = await module.instantiate((name) => modules.get(name), importObject(hostImports));
+  return root['connector:host/guest@0.1.0'] ?? root.guest;
 }
 
 /**

@@ -67,6 +67,7 @@ const control = createServer(async (req, res) => {
       name: i.name, domain: i.config.domain, plugin: i.config.plugin,
       version: i.live?.version ?? null, wasm_sha256: i.plugin.sha256,
       websockets: i.sockets.size, timers: i.timers.size, queue: i.queue.length,
+      swaps: i.swaps, restarts: i.restarts,
     }));
     res.setHeader('content-type', 'application/json');
     return res.end(JSON.stringify(list));

@@ -1,11 +1,11 @@
-// One instance: the guest, its event queue and the transaction of the event in progress.
-// Node runs JavaScript on one thread, so the queue is the whole "actor": events from sockets,
-// timers and outbound requests are queued, handed to the guest in batches (one `handle` call =
-// one transaction), and only after the KV writes are on disk are the effects performed.
+// One instance: its event queue, its durable KV and everything the host owns for it (sockets,
+// timers, requests). The guest itself runs in a worker thread (sandbox.js, worker.js): the
+// queue hands it batches (one `handle` call = one transaction) and gets back the call's KV
+// writes and effects; only after the writes are on disk are the effects performed here.
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { FileKv, Transaction } from './kv.js';
-import { keysImport } from './keys.js';
+import { FileKv } from './kv.js';
+import { GuestWorker } from './sandbox.js';
 import { startRequest, cancelRequest } from './http.js';
 import { connectWebSocket, sendFrame, closeWebSocket } from './websocket.js';
 import { setTimer, cancelTimer } from './timers.js';
@@ -20,92 +20,28 @@ export class Instance {
     this.plugin = plugin;
     this.log = log;
     this.metrics = metrics;
+    this.master = master;
     this.dir = join(dataDir, config.name);
     mkdirSync(this.dir, { recursive: true });
     this.kv = new FileKv(join(this.dir, 'kv.json'));
-    this.keys = keysImport(join(this.dir, 'keys'), master);
-    // Host-owned ids: one sequence for requests, sockets, timers and inbound requests.
-    this.nextId = 1n;
+    this.keysDir = join(this.dir, 'keys');
+    // Host-owned ids: one sequence for requests, sockets, timers and inbound requests, shared
+    // with the guest's worker (which hands out the ids of what the guest starts).
+    this.ids = new BigInt64Array(new SharedArrayBuffer(8));
+    this.ids[0] = 1n;
     this.inbound = new Map(); // id -> pending inbound response (see http.js)
     this.sockets = new Map(); // id -> { ws, open }
     this.outbound = new Map(); // id -> AbortController
     this.timers = new Map(); // id -> Timeout
     this.queue = [];
     this.pumping = false;
-    this.live = null; // { guest, version }
-    this.tx = null;
-    this.imports = this.buildImports();
+    this.live = null; // the GuestWorker running the guest
+    this.swaps = 0;
+    this.restarts = 0;
   }
 
   freshId() {
-    return this.nextId++;
-  }
-
-  /** The contract's imports. Anything that changes the world is queued as an effect of `tx`. */
-  buildImports() {
-    const tx = () => this.tx;
-    const effect = (f) => this.tx.effects.push(f);
-    const settings = this.config.settings;
-    return {
-      types: {},
-      kv: {
-        get: (key) => tx().kv.get(key),
-        set: (key, value) => tx().kv.set(key, value),
-        delete: (key) => tx().kv.delete(key),
-        cas: (key, expected, value) => tx().kv.cas(key, expected, value),
-        scanPrefix: (prefix, cursor, limit) => tx().kv.scanPrefix(prefix, cursor, limit),
-      },
-      'http-client': {
-        start: (req) => {
-          const id = this.freshId();
-          effect(() => startRequest(this, id, req));
-          return id;
-        },
-        cancel: (id) => effect(() => cancelRequest(this, id)),
-      },
-      'http-server': {
-        respond: (id, resp) => {
-          if (!this.inbound.has(id) || tx().answered.has(id)) return false;
-          tx().answered.add(id);
-          effect(() => this.inbound.get(id)?.answer(resp));
-          return true;
-        },
-      },
-      websocket: {
-        connect: (url, headers) => {
-          const id = this.freshId();
-          effect(() => connectWebSocket(this, id, url, headers));
-          return id;
-        },
-        send: (id, frame) => {
-          if (!this.sockets.has(id)) return false;
-          effect(() => sendFrame(this, id, frame));
-          return true;
-        },
-        close: (id, code, reason) => effect(() => closeWebSocket(this, id, code, reason)),
-      },
-      timers: {
-        set: (afterMs, tag) => {
-          const id = this.freshId();
-          effect(() => setTimer(this, id, afterMs, tag));
-          return id;
-        },
-        cancel: (id) => effect(() => cancelTimer(this, id)),
-      },
-      keys: this.keys,
-      config: {
-        get: (name) => settings[name],
-        getAll: () => Object.keys(settings).sort().map((name) => ({ name, value: settings[name] })),
-      },
-      metrics: {
-        counterAdd: (name, labels, delta) => this.metrics.add(name, this.name, labels, Number(delta)),
-        gaugeSet: (name, labels, value) => this.metrics.set(name, this.name, labels, value),
-      },
-      log: {
-        write: (level, target, message) => this.log.guest(level, this.name, target, message.slice(0, 16384)),
-        enabled: (level, target) => this.log.enabled(level, target),
-      },
-    };
+    return Atomics.add(this.ids, 0, 1n);
   }
 
   /** Queues an event; events arriving in the same turn of the event loop form one batch. */
@@ -145,7 +81,7 @@ export class Instance {
       for (const event of batch) this.deadLetter(event, 'instance is down');
       return;
     }
-    const outcome = this.call(this.live, batch);
+    const outcome = await this.call(this.live, batch);
     if (outcome.committed) return;
     if (batch.length === 1 && outcome.refused !== undefined) {
       this.log.warn(`${this.name}: guest refused an event: ${outcome.refused}`);
@@ -159,7 +95,7 @@ export class Instance {
   async retryAlone(event, attempts) {
     while (attempts < MAX_ATTEMPTS) {
       if (!(await this.ensureLive())) break;
-      const outcome = this.call(this.live, [event]);
+      const outcome = await this.call(this.live, [event]);
       if (outcome.committed) return;
       if (outcome.refused !== undefined) {
         this.failInbound(event, 'the instance refused the request');
@@ -171,66 +107,92 @@ export class Instance {
   }
 
   /**
-   * One `handle` call as one transaction. A trap drops the guest instance (its memory may be
-   * inconsistent); an `err` result keeps it. Either way the writes and effects are discarded.
+   * One `handle` call as one transaction. A trap (or running past the deadline, or out of
+   * memory) ends the guest's worker (its memory may be inconsistent); an `err` result keeps it.
+   * Either way the writes and effects are discarded.
    */
-  call(live, events) {
-    this.tx = { kv: new Transaction(this.kv), effects: [], answered: new Set() };
-    const tx = this.tx;
+  async call(live, events) {
     this.metrics.add('nodehost_events_total', this.name, [], events.length);
+    const answer = await live.handle(events, [...this.inbound.keys()], [...this.sockets.keys()]);
+    this.recordMetrics(answer.metrics);
+    if (answer.outcome === 'refused') return { refused: answer.payload };
+    if (answer.outcome !== 'ok') return this.dropped(live, answer.message);
     try {
-      live.guest.handle(events);
-    } catch (e) {
-      this.tx = null;
-      if (e && Object.hasOwn(e, 'payload')) return { refused: String(e.payload) };
-      this.metrics.add('nodehost_traps_total', this.name, [], 1);
-      this.log.warn(`${this.name}: guest trapped; its writes and effects were discarded: ${e?.message ?? e}`);
-      if (live === this.live) this.live = null;
-      return { trapped: e };
-    }
-    this.tx = null;
-    try {
-      this.kv.commit(tx.kv.writes);
+      this.kv.commit(new Map(answer.writes));
     } catch (e) {
       this.log.error(`${this.name}: commit failed: ${e.message}`);
-      if (live === this.live) this.live = null;
-      return { trapped: e };
+      return this.dropped(live, `commit failed: ${e.message}`);
     }
-    for (const perform of tx.effects) perform();
+    live.committed(true);
+    for (const effect of answer.effects) this.perform(effect);
     return { committed: true };
   }
 
-  async instantiate(plugin) {
-    const guest = await plugin.instantiate(this.imports);
-    const api = guest.apiVersion();
-    if (!api.startsWith('0.1.')) throw new Error(`guest speaks contract ${api}, this host serves 0.1.x`);
-    return { guest, version: guest.version(), sha256: plugin.sha256 };
+  /** Ends a guest whose call failed; the next event starts a fresh one from KV. */
+  dropped(live, message) {
+    this.metrics.add('nodehost_traps_total', this.name, [], 1);
+    if (message.startsWith('interrupted')) this.metrics.add('nodehost_interruptions_total', this.name, [], 1);
+    this.log.warn(`${this.name}: guest trapped; its writes and effects were discarded: ${message}`);
+    live.stop();
+    if (live === this.live) this.live = null;
+    return { trapped: message };
   }
 
-  init(live, reason, fromVersion, snapshot) {
+  recordMetrics(updates = []) {
+    for (const [op, name, labels, value] of updates) {
+      if (op === 'add') this.metrics.add(name, this.name, labels, value);
+      else this.metrics.set(name, this.name, labels, value);
+    }
+  }
+
+  /** Performs one effect of a committed call, in call order. */
+  perform(effect) {
+    switch (effect.kind) {
+      case 'respond': return this.inbound.get(effect.id)?.answer(effect.resp);
+      case 'http-start': return startRequest(this, effect.id, effect.req);
+      case 'http-cancel': return cancelRequest(this, effect.id);
+      case 'ws-connect': return connectWebSocket(this, effect.id, effect.url, effect.headers);
+      case 'ws-send': return sendFrame(this, effect.id, effect.frame);
+      case 'ws-close': return closeWebSocket(this, effect.id, effect.code, effect.reason);
+      case 'timer-set': return setTimer(this, effect.id, effect.afterMs, effect.tag);
+      case 'timer-cancel': return cancelTimer(this, effect.id);
+      default: throw new Error(`unknown effect ${effect.kind}`);
+    }
+  }
+
+  async init(live, reason, fromVersion, snapshot) {
     const info = { reason, fromVersion, snapshot, openWebsockets: this.openWebsockets() };
-    const outcome = this.call(live, [{ tag: 'init', val: info }]);
+    const outcome = await this.call(live, [{ tag: 'init', val: info }]);
     if (outcome.refused !== undefined) throw new Error(`init refused: ${outcome.refused}`);
-    if (outcome.trapped) throw new Error(`init trapped: ${outcome.trapped.message ?? outcome.trapped}`);
+    if (outcome.trapped) throw new Error(`init trapped: ${outcome.trapped}`);
   }
 
   openWebsockets() {
     return [...this.sockets.values()].map((s) => s.open).sort((a, b) => (a.id < b.id ? -1 : 1));
   }
 
+  /** A new worker running `plugin`, initialised for `reason`; ended again if init fails. */
+  async spawn(plugin, reason, fromVersion, snapshot) {
+    const live = await GuestWorker.start(this, plugin);
+    try {
+      await this.init(live, reason, fromVersion, snapshot);
+    } catch (e) {
+      live.stop();
+      throw e;
+    }
+    return live;
+  }
+
   async start() {
-    const live = await this.instantiate(this.plugin);
-    this.init(live, 'start');
-    this.live = live;
+    this.live = await this.spawn(this.plugin, 'start');
   }
 
   /** Makes sure a guest is alive, restarting from KV with init(restart) after a trap. */
   async ensureLive() {
     if (this.live) return true;
     try {
-      const live = await this.instantiate(this.plugin);
-      this.init(live, 'restart');
-      this.live = live;
+      this.live = await this.spawn(this.plugin, 'restart');
+      this.restarts += 1;
       return true;
     } catch (e) {
       this.log.error(`${this.name}: guest restart failed: ${e.message}`);
@@ -241,6 +203,7 @@ export class Instance {
   /** A fresh guest instance from KV, as after a trap (control: POST /instances/<name>/restart). */
   restart() {
     return this.between(async () => {
+      this.live?.stop();
       this.live = null;
       if (!(await this.ensureLive())) throw new Error('restart failed');
       return this.live.version;
@@ -252,22 +215,20 @@ export class Instance {
     return this.between(async () => {
       // The watcher and the control listener may both ask for the same file: swap once.
       if (this.live && plugin.sha256 === this.plugin.sha256) return this.live.version;
-      const next = await this.instantiate(plugin);
-      let snapshot;
       const old = this.live;
+      let snapshot;
       if (old) {
-        try {
-          this.tx = { kv: new Transaction(this.kv), effects: [], answered: new Set() };
-          snapshot = old.guest.snapshot();
-        } catch (e) {
-          this.log.warn(`${this.name}: old guest trapped in snapshot: ${e.message}`);
-        } finally {
-          this.tx = null;
-        }
+        const answer = await old.snapshot();
+        this.recordMetrics(answer.metrics);
+        if (answer.outcome === 'ok') snapshot = answer.snapshot;
+        else this.log.warn(`${this.name}: old guest failed in snapshot: ${answer.message ?? answer.payload}`);
       }
-      this.init(next, 'upgrade', old?.version, snapshot);
+      // If the new guest fails to start, the old one keeps serving (unless its snapshot trapped).
+      const next = await this.spawn(plugin, 'upgrade', old?.version, snapshot);
+      old?.stop();
       this.live = next;
       this.plugin = plugin;
+      this.swaps += 1;
       this.metrics.add('nodehost_swaps_total', this.name, [], 1);
       this.log.info(`${this.name}: swapped ${old?.version ?? '-'} -> ${next.version}`);
       return next.version;

@@ -9,22 +9,38 @@ import { dirname } from 'node:path';
 /** Bytewise key order, as the contract requires (JS string order is UTF-16, not UTF-8). */
 const byBytes = (a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b));
 
-export class FileKv {
+/** The store in memory: the worker's copy of the KV (see worker.js), and FileKv's base. */
+export class MemoryKv {
+  constructor(map = new Map()) {
+    this.map = map;
+    this.sorted = null; // keys in order, rebuilt lazily after a change
+  }
+
+  keys() {
+    this.sorted ??= [...this.map.keys()].sort(byBytes);
+    return this.sorted;
+  }
+
+  /** Applies committed writes (a Map of key -> value, or null for a delete). */
+  apply(writes) {
+    for (const [k, v] of writes) {
+      if (v === null) this.map.delete(k);
+      else this.map.set(k, v);
+    }
+    if (writes.size > 0) this.sorted = null;
+  }
+}
+
+export class FileKv extends MemoryKv {
   constructor(path) {
+    super();
     this.path = path;
-    this.map = new Map();
-    this.sorted = null; // keys in order, rebuilt lazily after a commit
     mkdirSync(dirname(path), { recursive: true });
     if (existsSync(path)) {
       for (const [k, v] of Object.entries(JSON.parse(readFileSync(path, 'utf8')))) {
         this.map.set(k, new Uint8Array(Buffer.from(v, 'base64')));
       }
     }
-  }
-
-  keys() {
-    this.sorted ??= [...this.map.keys()].sort(byBytes);
-    return this.sorted;
   }
 
   /** Applies a transaction's writes atomically and durably. */

@@ -8,6 +8,7 @@ export function createLog(level) {
     if (LEVELS.indexOf(lvl) >= min) process.stderr.write(`${new Date().toISOString()} ${lvl.toUpperCase()} ${text}\n`);
   };
   return {
+    level: LEVELS[min],
     enabled: (lvl) => LEVELS.indexOf(lvl) >= min,
     guest: (lvl, instance, target, message) => write(lvl, `guest.${target} instance=${instance} ${message}`),
     info: (text) => write('info', text),

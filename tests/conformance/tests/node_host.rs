@@ -83,3 +83,80 @@ async fn node_host_kv_survives_a_killed_process_and_timers_do_not() {
         "start from= snapshot= open_ws=0"
     );
 }
+
+/// A host with two instances of the test guest: `t` with a short event deadline and a small
+/// memory cap, and `u` with the defaults.
+fn sandbox_config() -> serde_json::Value {
+    let mut config = config_json();
+    let t = config["instances"][0].clone();
+    let mut strict = t.clone();
+    strict["event_deadline_ms"] = 500.into();
+    strict["memory_limit_mb"] = 32.into();
+    let mut other = t;
+    other["name"] = "u".into();
+    config["instances"] = serde_json::json!([strict, other]);
+    config
+}
+
+/// The Node host's sandbox: a guest that loops forever is interrupted (its worker ended at the
+/// deadline, retried on fresh workers, then dead-lettered with a 500) while the other instance
+/// keeps serving, and the instance comes back from KV; a guest that allocates without end hits
+/// its memory cap and traps the same way instead of taking the host down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_host_interrupts_a_runaway_guest_and_caps_its_memory() {
+    check_ready().unwrap();
+    let dir = std::env::temp_dir().join(format!("conformance-node-sandbox-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("plugins")).unwrap();
+    std::fs::copy(
+        conformance::test_guest("v1").unwrap(),
+        dir.join("plugins/test.wasm"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("host.json"), sandbox_config().to_string()).unwrap();
+    let (mut child, http, _) = spawn(&dir.join("host.json")).unwrap();
+    let at = |instance: &str, path: &str| format!("http://{http}/test.local/{instance}{path}");
+    let get = |url: String| send("GET".into(), url, vec![]);
+
+    assert_eq!(get(at("t", "/count")).await.unwrap().body, b"1");
+    let looping = tokio::spawn(get(at("t", "/loop")));
+    // While `t` is stuck in its loop, `u` answers: the host's own thread is free.
+    for _ in 0..5 {
+        let answer = get(at("u", "/hello")).await.unwrap();
+        assert_eq!(answer.status, 200);
+    }
+    let looped = looping.await.unwrap().unwrap();
+    assert_eq!(
+        looped.status,
+        500,
+        "{}",
+        String::from_utf8_lossy(&looped.body)
+    );
+    // A fresh guest from KV: the count goes on.
+    assert_eq!(get(at("t", "/count")).await.unwrap().body, b"2");
+
+    let grown = get(at("t", "/grow")).await.unwrap();
+    assert_eq!(
+        grown.status,
+        500,
+        "{}",
+        String::from_utf8_lossy(&grown.body)
+    );
+    assert_eq!(get(at("t", "/count")).await.unwrap().body, b"3");
+    assert_eq!(get(at("t", "/hello")).await.unwrap().status, 200);
+
+    let metrics = get(format!("http://{http}/metrics")).await.unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    // Three attempts at /loop, each ended at the deadline; /grow trapped, not interrupted.
+    assert!(
+        metrics.contains("nodehost_interruptions_total{instance=\"t\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("nodehost_dead_letters_total{instance=\"t\"} 2"),
+        "{metrics}"
+    );
+}
