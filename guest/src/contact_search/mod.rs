@@ -336,7 +336,7 @@ impl ContactSearch {
         else {
             return false;
         };
-        let directory = f.requests.iter().any(|r| *r == (id, true));
+        let directory = f.requests.contains(&(id, true));
         f.requests.retain(|r| r.0 != id);
         match result
             .as_ref()

@@ -180,7 +180,7 @@ pub fn dialable(raw: &str) -> Option<String> {
     if let Some(rest) = s.strip_prefix("tel:") {
         s = rest.to_string();
     }
-    if let Some(i) = s.find(|c: char| c == 'x' || c == 'e' || c == ';') {
+    if let Some(i) = s.find(['x', 'e', ';']) {
         s.truncate(i);
     }
     if s.trim_start().starts_with('+') {
