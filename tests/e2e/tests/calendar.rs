@@ -3,10 +3,12 @@
 //! start and end, are cancelled, moved, and across a host restart and a hot swap.
 //! Real processes on loopback; every wait has a generous deadline and nothing asserts speed.
 
+use std::time::Duration;
+
 use anyhow::{Context, Result};
 use e2e::http::request_raw;
 use e2e::people::{MAIL_DOMAIN, Person, people, synced_stack};
-use e2e::stack::ensure;
+use e2e::stack::{ensure, settle};
 use e2e::{Stack, StackOptions, TeamsAccount};
 use serde_json::{Value, json};
 
@@ -222,6 +224,179 @@ fn meeting_start_and_end_reach_the_pbx_calendar_item() -> Result<()> {
         })?;
         ensure(!log.contains(CALENDAR_SECRET), || {
             "the client secret was logged".into()
+        })?;
+        let c = conflicts(stack)?;
+        ensure(c.is_empty(), || format!("Graph answered 409: {c:?}"))?;
+        Ok(())
+    })
+}
+
+/// The UTC date (`YYYY-MM-DD`) of ms since the epoch.
+fn date(ms: i64) -> String {
+    utc(ms)[..10].to_string()
+}
+
+/// A recurring series (Graph expands it): the occurrence running now shows; cancelling just that
+/// occurrence clears the PBX at once, long before its end. A weekly series whose occurrence of
+/// today was moved (an exception) shows the exception's own subject and time.
+#[test]
+fn recurring_series_with_a_cancelled_occurrence_and_an_exception() -> Result<()> {
+    let persons = people(3, 32);
+    Stack::run(options(&persons), |stack| {
+        stack.wait_for_pbx_logins()?;
+        wait_subscribed(stack, &persons)?;
+        let (ada, bo) = (&persons[0], &persons[1]);
+        let now = graph_now(stack)?;
+        // Started yesterday, every day, ten minutes; today's occurrence is running.
+        let first = now - 86_400_000 - 60_000;
+        let mut daily = event("Daily stand-up", "busy", first, first + 600_000);
+        daily["recurrence"] = json!({"pattern": {"type": "daily", "interval": 1},
+            "range": {"type": "noEnd", "startDate": date(first), "recurrenceTimeZone": "UTC"}});
+        let series = add_event(stack, ada, daily)?;
+        wait_calendar(stack, ada, "meeting", Some("Daily stand-up"))?;
+
+        let today = date(now - 60_000);
+        stack.m365().call(
+            "POST",
+            "/events/exception",
+            Some(json!({"user": ada.email, "eventId": series, "date": today, "cancel": true})),
+        )?;
+        wait_calendar(stack, ada, "", None)?;
+        ensure(graph_now(stack)? < now + 540_000, || {
+            "cleared only at the cancelled occurrence's end".into()
+        })?;
+
+        // Weekly on today's weekday, started a week ago at a time that is not now; today's
+        // occurrence moved to now and renamed.
+        let week_ago = now - 7 * 86_400_000 + 3 * 3_600_000;
+        let weekday = [
+            "thursday",
+            "friday",
+            "saturday",
+            "sunday",
+            "monday",
+            "tuesday",
+            "wednesday",
+        ][(week_ago.div_euclid(86_400_000)).rem_euclid(7) as usize];
+        let mut weekly = event("Retro", "tentative", week_ago, week_ago + 1_800_000);
+        weekly["recurrence"] = json!({"pattern": {"type": "weekly", "interval": 1, "daysOfWeek": [weekday]},
+            "range": {"type": "noEnd", "startDate": date(week_ago), "recurrenceTimeZone": "UTC"}});
+        let retro = add_event(stack, bo, weekly)?;
+        settle_calendar_read(stack)?;
+        ensure(calendar(stack, bo)?.0.is_empty(), || {
+            "the weekly series showed outside its occurrence".into()
+        })?;
+        stack.m365().call(
+            "POST",
+            "/events/exception",
+            Some(
+                json!({"user": bo.email, "eventId": retro, "date": date(week_ago + 7 * 86_400_000),
+                        "patch": {"subject": "Retro (moved)",
+                                  "start": {"dateTime": utc(now - 30_000), "timeZone": "UTC"},
+                                  "end": {"dateTime": utc(now + 600_000), "timeZone": "UTC"}}}),
+            ),
+        )?;
+        wait_calendar(stack, bo, "meeting", Some("Retro (moved)"))?;
+        Ok(())
+    })
+}
+
+/// Waits until the fake has answered a calendarView read after this call (the connector read
+/// the calendar after the last change).
+fn settle_calendar_read(stack: &Stack) -> Result<()> {
+    let seen = |s: &Stack| -> Result<usize> {
+        Ok(s.m365()
+            .requests()?
+            .iter()
+            .filter(|r| {
+                r["target"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("/calendarView"))
+            })
+            .count())
+    };
+    let before = seen(stack)?;
+    stack.wait_until("a calendarView read", |s| {
+        Ok((seen(s)? > before).then_some(()))
+    })
+}
+
+/// An event moved while it runs: moved later -> cleared at once; moved back to now -> shown
+/// again, and cleared at its new end.
+#[test]
+fn event_moved_while_in_progress() -> Result<()> {
+    let persons = people(2, 33);
+    Stack::run(options(&persons), |stack| {
+        stack.wait_for_pbx_logins()?;
+        wait_subscribed(stack, &persons)?;
+        let ada = &persons[0];
+        let now = graph_now(stack)?;
+        let id = add_event(
+            stack,
+            ada,
+            event("Design review", "busy", now - 60_000, now + 600_000),
+        )?;
+        wait_calendar(stack, ada, "meeting", Some("Design review"))?;
+        let move_to = |start: i64, end: i64| {
+            stack.m365().call(
+                "PATCH",
+                &format!("/events/{id}"),
+                Some(json!({"user": ada.email, "patch": {
+                    "start": {"dateTime": utc(start), "timeZone": "UTC"},
+                    "end": {"dateTime": utc(end), "timeZone": "UTC"}}})),
+            )
+        };
+        move_to(now + 3_600_000, now + 7_200_000)?;
+        wait_calendar(stack, ada, "", None)?;
+        let now = graph_now(stack)?;
+        let end = now + 15_000;
+        move_to(now - 10_000, end)?;
+        wait_calendar(stack, ada, "meeting", Some("Design review"))?;
+        wait_calendar(stack, ada, "", None)?;
+        ensure(graph_now(stack)? >= end - 1_000, || {
+            "cleared before the moved end".into()
+        })?;
+        Ok(())
+    })
+}
+
+/// The host restarts and the guest is hot-swapped between a meeting's start and end: the PBX
+/// still shows the meeting afterwards and it is cleared at its end; no 409, one subscription.
+#[test]
+fn restart_and_hot_swap_between_start_and_end() -> Result<()> {
+    let persons = people(2, 34);
+    Stack::run(options(&persons), |stack| {
+        stack.wait_for_pbx_logins()?;
+        let before = wait_subscribed(stack, &persons)?;
+        let ada = &persons[0];
+        let now = graph_now(stack)?;
+        let end = now + 90_000;
+        add_event(stack, ada, event("Board meeting", "busy", now + 5_000, end))?;
+        wait_calendar(stack, ada, "meeting", Some("Board meeting"))?;
+
+        stack.restart_host()?;
+        stack.wait_for_pbx_logins()?;
+        wait_calendar(stack, ada, "meeting", Some("Board meeting"))?;
+        let variant = stack.guest_variant("calendar")?;
+        stack.swap_guest(&variant)?;
+        wait_calendar(stack, ada, "meeting", Some("Board meeting"))?;
+
+        // The end may be further away than one wait's deadline: let the clock get near it.
+        while graph_now(stack)? < end - 20_000 {
+            stack.check_running()?;
+            settle(Duration::from_millis(500));
+        }
+        wait_calendar(stack, ada, "", None)?;
+        ensure(graph_now(stack)? >= end - 1_000, || {
+            "the meeting was cleared before its end".into()
+        })?;
+        let after = wait_subscribed(stack, &persons)?;
+        let mut b: Vec<_> = before.iter().map(|x| &x.1).collect();
+        let mut a: Vec<_> = after.iter().map(|x| &x.1).collect();
+        b.sort();
+        a.sort();
+        ensure(a == b, || {
+            format!("subscriptions not reused: {b:?} -> {a:?}")
         })?;
         let c = conflicts(stack)?;
         ensure(c.is_empty(), || format!("Graph answered 409: {c:?}"))?;
