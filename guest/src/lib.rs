@@ -23,6 +23,7 @@ pub mod http;
 pub mod matching;
 pub mod pbx;
 pub mod presence_in;
+pub mod provisioning;
 pub mod presence_out;
 pub mod settings;
 pub mod store;

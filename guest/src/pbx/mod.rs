@@ -493,6 +493,10 @@ impl Pbx {
             (Some("PbxAdminApi"), "CheckAppLicResult") => {
                 self.licence_result(env, head.src.as_deref(), text, out)
             }
+            (Some("PbxAdminApi"), "GetAppObjectsResult" | "UpdateObjectResult") => {
+                let src = head.src.as_deref();
+                crate::provisioning::on_admin_result(env, self, conn.ws, mt, src, text);
+            }
             (None, "AppInfo") => search::answer_app_info(env, conn.ws, text, head.src.as_deref()),
             (Some(search::API), "Search") => search::request(env, conn, text, out),
             _ => env.log(

@@ -1,0 +1,216 @@
+//! Provisioning (issue #9) against the project's independent fake PBX, in-process: the
+//! connector creates the `microsoft365-api` App object through the PbxAdminApi of its own App
+//! object, and running it again updates the same object instead of adding another.
+
+use std::sync::Arc;
+
+use fake_pbx::login::AppObject;
+use fake_pbx::pbx::{NodeConfig, Output, default_apis};
+use fake_pbx::{ManualClock, Pbx};
+use microsoft365::event::{InitInfo, WsClosed, WsDirection, WsFrame, WsOpen};
+use microsoft365::pbx::PbxEvent;
+use microsoft365::provisioning;
+use microsoft365::testenv::TestEnv;
+use microsoft365::{Connector, Event};
+use serde_json::Value;
+
+fn node(name: &str, password: &str) -> NodeConfig {
+    NodeConfig {
+        name: name.into(),
+        dns: format!("{name}.example.com"),
+        app: AppObject {
+            sip: "m365".into(),
+            dn: "Microsoft 365 Connector".into(),
+            guid: "3954ae7854c96301c9dd009033400109".into(),
+            url: "https://ap.example.com/example.com/m365/innovaphone-microsoft365".into(),
+            password: password.into(),
+            lics: None,
+            apps: vec![],
+        },
+        dial_url: None,
+        apis: default_apis(),
+        version: "14r2".into(),
+        build: "143104".into(),
+    }
+}
+
+/// Shuttles frames until both sides are quiet; returns connector-side PBX events.
+fn pump(pbx: &mut Pbx, c: &mut Connector, env: &mut TestEnv) -> Vec<PbxEvent> {
+    let mut events = Vec::new();
+    for _ in 0..1_000_000 {
+        let outs = pbx.drain();
+        let mut from_guest = std::mem::take(&mut env.sent);
+        let closed = std::mem::take(&mut env.closed);
+        if outs.is_empty() && from_guest.is_empty() && closed.is_empty() {
+            return events;
+        }
+        for (ws, _, _) in closed {
+            pbx.on_closed(ws);
+        }
+        for (ws, f) in from_guest.drain(..) {
+            if let WsFrame::Text(t) = f {
+                pbx.on_frame(ws, &t);
+            }
+        }
+        for o in outs {
+            match o {
+                Output::Dial { conn, .. } => {
+                    c.handle(
+                        env,
+                        Event::WsOpen(WsOpen {
+                            id: conn,
+                            direction: WsDirection::Inbound,
+                            path: "/innovaphone-microsoft365".into(),
+                            headers: vec![],
+                            peer: "127.0.0.1:1".into(),
+                        }),
+                    );
+                    pbx.on_connected(conn);
+                }
+                Output::Send { conn, text } => {
+                    c.handle(env, Event::WsMessage(conn, WsFrame::Text(text)));
+                    events.extend(c.pbx_events.clone());
+                }
+                Output::Close { conn } | Output::CloseMidMessage { conn } => {
+                    c.handle(
+                        env,
+                        Event::WsClosed(WsClosed {
+                            id: conn,
+                            code: 1006,
+                            reason: String::new(),
+                        }),
+                    );
+                    events.extend(c.pbx_events.clone());
+                    pbx.on_closed(conn);
+                }
+                #[allow(unreachable_patterns)]
+                _ => {}
+            }
+        }
+    }
+    panic!("no quiescence");
+}
+
+fn start(apis: Vec<String>) -> (Pbx, Connector, TestEnv) {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let mut pbx = Pbx::new("example.com", Arc::new(clock.clone()), 7);
+    let mut n = node("master", "pwd");
+    n.apis = apis;
+    pbx.add_node(n);
+    let mut env = TestEnv::new();
+    env.set_config("instance.password", "pwd");
+    let mut c = Connector::new();
+    c.handle(&mut env, Event::Init(InitInfo::default_start()));
+    pbx.tick();
+    pump(&mut pbx, &mut c, &mut env);
+    assert!(pbx.is_logged_in("master"));
+    (pbx, c, env)
+}
+
+fn last(env: &mut TestEnv) -> provisioning::State {
+    serde_json::from_value(provisioning::status(env, &Connector::new().pbx)["last"].clone())
+        .expect("an operation ran")
+}
+
+#[test]
+fn objects_show_the_instance_url_flags_and_no_password() {
+    let (_pbx, c, mut env) = start(default_apis());
+    let status = provisioning::status(&mut env, &c.pbx);
+    let objs = status["objects"].as_array().unwrap();
+    assert_eq!(objs.len(), 2);
+    assert_eq!(objs[0]["name"], "m365");
+    assert_eq!(objs[0]["sip"], "m365");
+    assert_eq!(
+        objs[0]["url"],
+        "https://ap.example.com/example.com/m365/innovaphone-microsoft365"
+    );
+    assert_eq!(objs[0]["flags"]["websocket"], true);
+    assert_eq!(objs[0]["flags"]["tableusers"], true);
+    assert_eq!(objs[0]["flags"]["admin"], true);
+    assert_eq!(objs[1]["name"], "microsoft365-api");
+    assert_eq!(objs[1]["sip"], "microsoft365-api");
+    assert_eq!(
+        objs[1]["url"],
+        "https://ap.example.com/example.com/m365/innovaphone-microsoft365api"
+    );
+    assert_eq!(objs[1]["flags"]["hidden"], true);
+    assert_eq!(objs[1]["flags"]["websocket"], false);
+    assert_eq!(status["can_apply"], true);
+    assert!(!status.to_string().contains("\"pwd\""), "{status}");
+}
+
+#[test]
+fn creates_the_api_object_once_and_updates_it_after() {
+    let (mut pbx, mut c, mut env) = start(default_apis());
+    provisioning::start(&mut env, &c.pbx).unwrap();
+    assert_eq!(last(&mut env).state, "pending");
+    pump(&mut pbx, &mut c, &mut env);
+    let first = last(&mut env);
+    assert_eq!(
+        (first.state.as_str(), first.action.as_str()),
+        ("done", "created")
+    );
+    let api: Vec<_> = pbx
+        .objects()
+        .into_iter()
+        .filter(|o| o.h323 == "microsoft365-api")
+        .collect();
+    assert_eq!(api.len(), 1);
+    assert_eq!(api[0].guid, first.guid);
+    assert_eq!(
+        api[0].url(),
+        Some("https://ap.example.com/example.com/m365/innovaphone-microsoft365api")
+    );
+    assert_eq!(api[0].pseudo["app"]["hidden"], Value::Bool(true));
+    assert!(
+        pbx.object_password_is("microsoft365-api", "pwd"),
+        "password copied"
+    );
+
+    // Again: the same object, updated in place.
+    provisioning::start(&mut env, &c.pbx).unwrap();
+    pump(&mut pbx, &mut c, &mut env);
+    let second = last(&mut env);
+    assert_eq!(
+        (second.state.as_str(), second.action.as_str()),
+        ("done", "updated")
+    );
+    assert_eq!(second.guid, first.guid);
+    let api: Vec<_> = pbx
+        .objects()
+        .into_iter()
+        .filter(|o| o.h323 == "microsoft365-api")
+        .collect();
+    assert_eq!(api.len(), 1);
+    assert_eq!(api[0].updates, 0, "nothing to change");
+}
+
+#[test]
+fn without_the_admin_api_it_says_why_and_sends_nothing() {
+    let (_pbx, c, mut env) = start(vec!["PbxApi".into(), "PbxTableUsers".into()]);
+    let status = provisioning::status(&mut env, &c.pbx);
+    assert_eq!(status["can_apply"], false);
+    assert!(status["why_not"].as_str().unwrap().contains("PbxAdminApi"));
+    env.sent.clear();
+    let err = provisioning::start(&mut env, &c.pbx).unwrap_err();
+    assert!(err.contains("PbxAdminApi"), "{err}");
+    assert!(env.sent.is_empty());
+}
+
+#[test]
+fn a_refusal_by_the_pbx_is_reported() {
+    let (mut pbx, mut c, mut env) = start(default_apis());
+    // A user already holds the name the API object needs.
+    pbx.upsert_user(fake_pbx::User::new(
+        "0123456789abcdef0123456789abcdef",
+        "microsoft365-api",
+        "Squatter",
+        "master",
+    ));
+    pump(&mut pbx, &mut c, &mut env);
+    provisioning::start(&mut env, &c.pbx).unwrap();
+    pump(&mut pbx, &mut c, &mut env);
+    let state = last(&mut env);
+    assert_eq!(state.state, "failed");
+    assert!(state.detail.contains("already in use"), "{}", state.detail);
+}
