@@ -1,0 +1,483 @@
+//! PBX -> Teams presence (F2) through the real host: PBX calls and presence changes in the fake
+//! PBX reach the fake Microsoft 365 as the app's call session and preferred presence, long
+//! calls are renewed, nothing echoes back in either direction, bursts are batched, and the
+//! Do-Not-Disturb option works. Real processes on loopback; every wait has a generous deadline
+//! and nothing asserts speed.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use e2e::people::{MAIL_DOMAIN, Person, people, synced_stack};
+use e2e::stack::{ensure, settle};
+use e2e::{Stack, StackOptions, TeamsAccount};
+use serde_json::{Value, json};
+
+const APP: &str = "e2e-presence-out-app";
+const SECRET: &str = "out~Secret.+/=&%";
+
+/// `persons` synced both ways: F1 with one Teams account, F2 with its app registration.
+fn options(persons: &[Person], extra: &[(&str, &str)]) -> StackOptions {
+    let mut o = synced_stack(
+        persons,
+        vec![TeamsAccount::Password {
+            name: "teams1".into(),
+            username: "teams.sync1@contoso.onmicrosoft.com".into(),
+            password: "Passw0rd!".into(),
+        }],
+    );
+    if let Some(m) = o.m365.as_mut() {
+        m.apps.push(json!({
+            "clientId": APP, "displayName": "Connector PBX presence (e2e)",
+            "secret": SECRET, "roles": ["Presence.ReadWrite.All"],
+        }));
+    }
+    let q = |s: &str| serde_json::to_string(s).expect("string");
+    o.settings.extend([
+        ("presence-out.tenant".into(), q(MAIL_DOMAIN)),
+        ("presence-out.client-id".into(), q(APP)),
+        ("presence-out.client-secret".into(), q(SECRET)),
+        // Monitors follow F1's matches quickly.
+        ("presence-out.scan-s".into(), "0.5".into()),
+    ]);
+    for (k, v) in extra {
+        o.settings.push((k.to_string(), v.to_string()));
+    }
+    o
+}
+
+/// Waits until F2 monitors `n` users.
+fn wait_monitored(stack: &Stack, n: u64) -> Result<()> {
+    let mut last = Value::Null;
+    stack
+        .wait_until(&format!("{n} users monitored for PBX -> Teams"), |s| {
+            last = s.connector().status_json()?["presence_out"].clone();
+            Ok((last["monitored"].as_u64() == Some(n) && last["auth"] == "ready").then_some(()))
+        })
+        .with_context(|| format!("presence_out status: {last}"))
+}
+
+/// Every person gets a signed-in Teams client (preferred presence needs a session, graph.md
+/// 4.7), available.
+fn teams_clients(stack: &Stack, persons: &[Person]) -> Result<()> {
+    for p in persons {
+        stack
+            .m365()
+            .set_teams_presence(&p.email, "Available", "Available")?;
+    }
+    Ok(())
+}
+
+/// Teams' aggregate `(availability, activity)` of `p` and the full detail.
+fn teams(stack: &Stack, p: &Person) -> Result<(String, String, Value)> {
+    let v = stack.m365().presence(&p.email)?;
+    let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+    Ok((s("availability"), s("activity"), v["detail"].clone()))
+}
+
+fn wait_teams(stack: &Stack, p: &Person, want: (&str, &str)) -> Result<Value> {
+    let mut last = (String::new(), String::new());
+    stack
+        .wait_until(&format!("Teams shows {want:?} for {}", p.h323), |s| {
+            let (a, b, detail) = teams(s, p)?;
+            last = (a.clone(), b.clone());
+            Ok((a == want.0 && b == want.1).then_some(detail))
+        })
+        .with_context(|| format!("Teams shows {last:?}"))
+}
+
+/// The user sets `activity` on the phone (the `tel:` item).
+fn phone(stack: &Stack, p: &Person, activity: &str) -> Result<()> {
+    stack
+        .pbx()
+        .call(
+            "POST",
+            &format!("/users/{}/presence", p.guid),
+            Some(json!({"activity": activity, "note": ""})),
+        )
+        .map(drop)
+}
+
+fn call(stack: &Stack, p: &Person, what: &str) -> Result<()> {
+    stack
+        .pbx()
+        .call("POST", &format!("/users/{}/call/{what}", p.guid), None)
+        .map(drop)
+}
+
+/// Whether the app's call session exists in the fake for this user.
+fn has_session(detail: &Value) -> bool {
+    detail["sessions"]
+        .as_object()
+        .is_some_and(|s| s.keys().any(|k| k.eq_ignore_ascii_case(APP)))
+}
+
+/// Inner requests of every `$batch` the fake received so far: (batch index, url, body).
+fn batch_writes(stack: &Stack) -> Result<Vec<(usize, String, Value)>> {
+    let mut out = Vec::new();
+    let batches = stack
+        .m365()
+        .requests()?
+        .into_iter()
+        .filter(|r| r["target"].as_str().is_some_and(|t| t.ends_with("/$batch")));
+    for (i, b) in batches.enumerate() {
+        let body: Value = serde_json::from_str(b["body"].as_str().unwrap_or("{}"))?;
+        for r in body["requests"].as_array().cloned().unwrap_or_default() {
+            out.push((
+                i,
+                r["url"].as_str().unwrap_or("").to_string(),
+                r["body"].clone(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Writes of one user's presence so far.
+fn writes_of(stack: &Stack, id: &str) -> Result<Vec<String>> {
+    Ok(batch_writes(stack)?
+        .into_iter()
+        .filter(|(_, url, _)| url.contains(&format!("/users/{id}/")))
+        .map(|(_, url, _)| url.rsplit('/').next().unwrap_or("").to_string())
+        .collect())
+}
+
+/// The fake tenant's user id of `p`.
+fn entra_id(stack: &Stack, p: &Person) -> Result<String> {
+    stack
+        .m365()
+        .users()?
+        .into_iter()
+        .find(|u| u["userPrincipalName"] == p.email.as_str())
+        .and_then(|u| u["id"].as_str().map(str::to_string))
+        .with_context(|| format!("no user {} in the fake tenant", p.email))
+}
+
+/// `(contact, activity)` of every stored PBX item of `p`.
+fn pbx_items(stack: &Stack, p: &Person) -> Result<Vec<(String, String)>> {
+    let v = stack.pbx().presence(&p.guid)?;
+    Ok(v["stored"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|i| {
+            (
+                i["contact"].as_str().unwrap_or("").to_string(),
+                i["activity"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect())
+}
+
+/// Microsoft's clock (the fake's), ms since the epoch.
+fn graph_now(stack: &Stack) -> Result<i64> {
+    stack.m365().call("GET", "/tenant", None)?["now"]
+        .as_i64()
+        .context("the fake's tenant has no clock")
+}
+
+#[test]
+fn calls_and_presences_reach_teams_and_are_cleared() -> Result<()> {
+    let persons = people(2, 51);
+    Stack::run(options(&persons, &[]), |stack| {
+        wait_monitored(stack, 2)?;
+        teams_clients(stack, &persons)?;
+        let (caller, other) = (&persons[0], &persons[1]);
+        wait_teams(stack, caller, ("Available", "Available"))?;
+
+        call(stack, caller, "start")?;
+        let detail = wait_teams(stack, caller, ("Busy", "InACall"))?;
+        ensure(has_session(&detail), || format!("no app session: {detail}"))?;
+        call(stack, caller, "end")?;
+        let detail = wait_teams(stack, caller, ("Available", "Available"))?;
+        ensure(!has_session(&detail), || {
+            format!("session left behind: {detail}")
+        })?;
+
+        // Every PBX activity of the table, and back to available.
+        let day = 86_400_000i64;
+        for (activity, want, lifetime) in [
+            ("away", ("Away", "Away"), 7 * day),
+            ("dnd", ("DoNotDisturb", "DoNotDisturb"), day),
+            ("busy", ("Busy", "Busy"), day),
+            ("lunch", ("BeRightBack", "BeRightBack"), day),
+            ("vacation", ("Away", "Away"), 7 * day),
+        ] {
+            phone(stack, other, activity)?;
+            let detail = wait_teams(stack, other, want)?;
+            let left = detail["preferred"]["expiresAt"].as_i64().unwrap_or(0) - graph_now(stack)?;
+            ensure(left > lifetime - 600_000 && left <= lifetime, || {
+                format!("{activity}: preferred presence lasts {left} ms, not {lifetime}")
+            })?;
+        }
+        phone(stack, other, "")?;
+        let detail = wait_teams(stack, other, ("Available", "Available"))?;
+        ensure(detail["preferred"].is_null(), || {
+            format!("preferred presence not cleared: {detail}")
+        })?;
+        Ok(())
+    })
+}
+
+#[test]
+fn a_long_call_stays_visible_through_renewals() -> Result<()> {
+    let persons = people(1, 52);
+    let fast = [("presence-out.call-renew-s", "1")];
+    Stack::run(options(&persons, &fast), |stack| {
+        wait_monitored(stack, 1)?;
+        teams_clients(stack, &persons)?;
+        let p = &persons[0];
+        let id = entra_id(stack, p)?;
+        call(stack, p, "start")?;
+        wait_teams(stack, p, ("Busy", "InACall"))?;
+        // 36 minutes of Microsoft's time: each step is longer than half the session's 10
+        // minutes, so a session that was not renewed in between would end.
+        for step in 0..6 {
+            let before = writes_of(stack, &id)?.len();
+            stack
+                .m365()
+                .call("POST", "/clock", Some(json!({"advanceMs": 6 * 60_000})))?;
+            stack.wait_until(&format!("renewal {step}"), |s| {
+                Ok((writes_of(s, &id)?.len() > before).then_some(()))
+            })?;
+            let (a, b, _) = teams(stack, p)?;
+            ensure((a.as_str(), b.as_str()) == ("Busy", "InACall"), || {
+                format!("after {} minutes Teams shows {a}/{b}", (step + 1) * 6)
+            })?;
+        }
+        call(stack, p, "end")?;
+        wait_teams(stack, p, ("Available", "Available"))?;
+        Ok(())
+    })
+}
+
+#[test]
+fn a_restart_mid_call_renews_and_a_dropped_pbx_connection_clears() -> Result<()> {
+    let persons = people(2, 53);
+    let fast = [("presence-out.call-renew-s", "1")];
+    Stack::run(options(&persons, &fast), |stack| {
+        wait_monitored(stack, 2)?;
+        teams_clients(stack, &persons)?;
+        let p = &persons[0]; // on the master
+        let id = entra_id(stack, p)?;
+        call(stack, p, "start")?;
+        wait_teams(stack, p, ("Busy", "InACall"))?;
+        stack.restart_host()?;
+        wait_monitored(stack, 2)?;
+        // Still in the call after the restart: renewed, not cleared.
+        let before = writes_of(stack, &id)?;
+        stack
+            .m365()
+            .call("POST", "/clock", Some(json!({"advanceMs": 6 * 60_000})))?;
+        stack.wait_until("a renewal after the restart", |s| {
+            Ok((writes_of(s, &id)?.len() > before.len()).then_some(()))
+        })?;
+        stack
+            .m365()
+            .call("POST", "/clock", Some(json!({"advanceMs": 6 * 60_000})))?;
+        settle(Duration::from_secs(2));
+        let (a, b, _) = teams(stack, p)?;
+        ensure((a.as_str(), b.as_str()) == ("Busy", "InACall"), || {
+            format!("after the restart Teams shows {a}/{b}")
+        })?;
+        let after: Vec<String> = writes_of(stack, &id)?[before.len()..].to_vec();
+        ensure(!after.iter().any(|w| w == "clearPresence"), || {
+            format!("the call was cleared across the restart: {after:?}")
+        })?;
+        // The PBX connection drops: nobody can see the call any more, so it is cleared.
+        stack.kill_pbx_connection("master")?;
+        let detail = wait_teams(stack, p, ("Available", "Available"))?;
+        ensure(!has_session(&detail), || format!("session left: {detail}"))?;
+        stack.restore_pbx_connection("master")?;
+        // Back again, the call still running: Teams shows it again.
+        wait_teams(stack, p, ("Busy", "InACall"))?;
+        call(stack, p, "end")?;
+        wait_teams(stack, p, ("Available", "Available"))?;
+        Ok(())
+    })
+}
+
+#[test]
+fn nothing_echoes_in_either_direction_even_when_flapping() -> Result<()> {
+    let persons = people(2, 54);
+    Stack::run(options(&persons, &[]), |stack| {
+        wait_monitored(stack, 2)?;
+        teams_clients(stack, &persons)?;
+        let (p, q) = (&persons[0], &persons[1]);
+        let (pid, qid) = (entra_id(stack, p)?, entra_id(stack, q)?);
+
+        // PBX call -> Teams InACall -> notification -> PBX: the Teams item never shows it.
+        call(stack, p, "start")?;
+        wait_teams(stack, p, ("Busy", "InACall"))?;
+        for _ in 0..10 {
+            let items = pbx_items(stack, p)?;
+            ensure(
+                !items.iter().any(|(c, a)| c == "teams:" && !a.is_empty()),
+                || format!("our own call came back into the PBX: {items:?}"),
+            )?;
+            settle(Duration::from_millis(300));
+        }
+        call(stack, p, "end")?;
+        wait_teams(stack, p, ("Available", "Available"))?;
+
+        // Teams -> PBX -> Teams: the user's own Teams DND reaches the PBX (F1) and nothing
+        // is written back to Teams.
+        let before = writes_of(stack, &qid)?;
+        stack
+            .m365()
+            .set_teams_presence(&q.email, "DoNotDisturb", "DoNotDisturb")?;
+        stack.wait_until("F1 writes Teams DND into the PBX", |s| {
+            let items = pbx_items(s, q)?;
+            Ok(items
+                .iter()
+                .any(|(c, a)| c == "teams:" && a == "dnd")
+                .then_some(()))
+        })?;
+        settle(Duration::from_secs(3));
+        ensure(writes_of(stack, &qid)? == before, || {
+            format!(
+                "Teams' own DND travelled back: {:?}",
+                writes_of(stack, &qid)
+            )
+        })?;
+        let (a, _, detail) = teams(stack, q)?;
+        ensure(a == "DoNotDisturb" && detail["preferred"].is_null(), || {
+            format!("Teams changed: {a} {detail}")
+        })?;
+        stack
+            .m365()
+            .set_teams_presence(&q.email, "Available", "Available")?;
+
+        // Rapid flapping of a PBX call: Teams ends cleared, the PBX without our item, and the
+        // traffic stops (no loop).
+        for _ in 0..8 {
+            call(stack, p, "start")?;
+            settle(Duration::from_millis(150));
+            call(stack, p, "end")?;
+            settle(Duration::from_millis(150));
+        }
+        let detail = wait_teams(stack, p, ("Available", "Available"))?;
+        ensure(!has_session(&detail), || format!("session left: {detail}"))?;
+        settle(Duration::from_secs(3));
+        let quiet = writes_of(stack, &pid)?.len();
+        ensure(quiet <= 2 + 16, || format!("{quiet} writes for 8 calls"))?;
+        settle(Duration::from_secs(3));
+        ensure(writes_of(stack, &pid)?.len() == quiet, || {
+            "writes keep coming: a loop".into()
+        })?;
+        let items = pbx_items(stack, p)?;
+        ensure(
+            !items.iter().any(|(c, a)| c == "teams:" && !a.is_empty()),
+            || format!("the PBX kept an echo: {items:?}"),
+        )?;
+        Ok(())
+    })
+}
+
+#[test]
+fn a_burst_of_changes_arrives_as_final_states_twenty_per_batch() -> Result<()> {
+    let persons = people(500, 55);
+    // Bursts are collected for a moment before they leave.
+    let slow = [("presence-out.batch-delay-s", "1")];
+    Stack::run(options(&persons, &slow), |stack| {
+        wait_monitored(stack, 500)?;
+        let first = batch_writes(stack)?.len();
+        ensure(first == 0, || format!("{first} writes before the burst"))?;
+        // 1,000 changes in one go, like a PBX restart: several per user, random activities.
+        stack
+            .pbx()
+            .call("POST", "/storm", Some(json!({"changes": 1000})))?;
+        // The final state of every user, as the PBX has it.
+        let table = |a: &str| match a {
+            "away" | "vacation" => Some(("Away", "Away")),
+            "busy" => Some(("Busy", "Busy")),
+            "dnd" => Some(("DoNotDisturb", "DoNotDisturb")),
+            "lunch" => Some(("BeRightBack", "BeRightBack")),
+            _ => None,
+        };
+        let mut want = Vec::new();
+        for p in &persons {
+            let items = pbx_items(stack, p)?;
+            let tel = items
+                .iter()
+                .find(|(c, _)| c == "tel:")
+                .map(|(_, a)| a.clone());
+            if let Some(pair) = tel.as_deref().and_then(table) {
+                want.push((p, pair));
+            }
+        }
+        ensure(want.len() > 300, || {
+            format!("only {} users changed", want.len())
+        })?;
+        let mut missing = 0;
+        stack
+            .wait_until("every final state in Teams", |s| {
+                missing = 0;
+                for (p, pair) in &want {
+                    let v = s.m365().presence(&p.email)?;
+                    let pref = &v["detail"]["preferred"];
+                    if pref["availability"] != pair.0 || pref["activity"] != pair.1 {
+                        missing += 1;
+                    }
+                }
+                Ok((missing == 0).then_some(()))
+            })
+            .with_context(|| format!("{missing} users without their final state"))?;
+        settle(Duration::from_secs(2));
+        let writes = batch_writes(stack)?;
+        ensure(writes.len() == want.len(), || {
+            format!("{} writes for {} final states", writes.len(), want.len())
+        })?;
+        let mut per_batch = std::collections::BTreeMap::<usize, usize>::new();
+        for (b, _, _) in &writes {
+            *per_batch.entry(*b).or_default() += 1;
+        }
+        ensure(per_batch.values().all(|n| *n <= 20), || {
+            format!("{per_batch:?}")
+        })?;
+        ensure(per_batch.len() == want.len().div_ceil(20), || {
+            format!(
+                "{} batches for {} writes: {per_batch:?}",
+                per_batch.len(),
+                want.len()
+            )
+        })?;
+        let status = stack.connector().status_json()?;
+        ensure(status["presence_out"]["throttled"] == 0, || {
+            format!("throttled: {}", status["presence_out"])
+        })?;
+        let throttled_outer = stack
+            .m365()
+            .requests()?
+            .iter()
+            .filter(|r| r["status"] == 429)
+            .count();
+        ensure(throttled_outer == 0, || {
+            format!("{throttled_outer} requests got 429")
+        })?;
+        Ok(())
+    })
+}
+
+#[test]
+fn dnd_during_calls_option_stops_teams_ringing() -> Result<()> {
+    let persons = people(1, 56);
+    let dnd = [("presence-out.dnd-during-calls", "true")];
+    Stack::run(options(&persons, &dnd), |stack| {
+        wait_monitored(stack, 1)?;
+        teams_clients(stack, &persons)?;
+        let p = &persons[0];
+        phone(stack, p, "away")?;
+        wait_teams(stack, p, ("Away", "Away"))?;
+        call(stack, p, "start")?;
+        let detail = wait_teams(stack, p, ("DoNotDisturb", "DoNotDisturb"))?;
+        ensure(has_session(&detail), || {
+            format!("no call session: {detail}")
+        })?;
+        call(stack, p, "end")?;
+        // The call is over: the user's PBX state (away) is back in Teams.
+        let detail = wait_teams(stack, p, ("Away", "Away"))?;
+        ensure(!has_session(&detail), || format!("session left: {detail}"))?;
+        Ok(())
+    })
+}
