@@ -20,7 +20,7 @@ use crate::env::{Env, Level, target};
 use crate::event::{HttpError, HttpResponse, RequestId, TimerId, WsId};
 use crate::graph::api;
 use crate::graph::token::{self, Client};
-use crate::graph::tokens::{SignIn, TokenEvent, Tokens};
+use crate::graph::tokens::{AuthState, SignIn, TokenEvent, Tokens};
 use crate::pbx::PbxEvent;
 use crate::pbx::search::{send_info, send_result};
 use crate::settings::value;
@@ -248,6 +248,11 @@ impl ContactSearch {
             f.waiters.push(waiter);
             return;
         }
+        if matches!(self.tokens.state(ACCOUNT), Some(AuthState::Failed(_))) {
+            // Sign-in failed (and was logged): answer now rather than at the deadline.
+            answer(env, &[waiter], &[]);
+            return;
+        }
         let id = self.next_flight;
         self.next_flight += 1;
         let deadline = env.timer_set(self.cfg.timeout_ms, &format!("{TIMER_PREFIX}deadline:{id}"));
@@ -308,11 +313,26 @@ impl ContactSearch {
                         self.launch(env, id);
                     }
                 }
-                TokenEvent::Failed { error, .. } => env.log(
-                    Level::Error,
-                    target::GRAPH,
-                    &format!("contact search cannot sign in: {error}"),
-                ),
+                TokenEvent::Failed { error, .. } => {
+                    env.log(
+                        Level::Error,
+                        target::GRAPH,
+                        &format!("contact search cannot sign in: {error}"),
+                    );
+                    // Searches waiting for the token need not wait for their deadline.
+                    let waiting: Vec<u64> = self
+                        .flights
+                        .iter()
+                        .filter(|(_, f)| !f.started)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for id in waiting {
+                        if let Some(f) = self.flights.get_mut(&id) {
+                            f.failed = true;
+                        }
+                        self.finish(env, id);
+                    }
+                }
                 TokenEvent::DeviceCode { .. } => {}
             }
         }

@@ -350,3 +350,72 @@ fn not_configured_means_no_token_and_partial_settings_are_reported() {
     assert!(env.requests.is_empty());
     assert!(env.logged("contact-search.client-secret"));
 }
+
+#[test]
+fn a_failed_sign_in_answers_waiting_and_new_searches_at_once() {
+    let (mut c, mut env) = started();
+    user_session(&mut c, &mut env, 5, GUID, false);
+    search(&mut c, &mut env, 5, "1", "gar");
+    let (id, _) = env.requests.last().cloned().unwrap();
+    let refused = HttpResponse::json(
+        401,
+        &json!({"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.","error_codes":[7000215]}),
+    );
+    c.handle(&mut env, Event::HttpResponse(id, Ok(refused)));
+    assert_eq!(answers(&env, 5, "1"), (vec![], 1));
+    search(&mut c, &mut env, 5, "2", "gar");
+    assert_eq!(answers(&env, 5, "2"), (vec![], 1));
+    assert!(
+        !env.requests
+            .iter()
+            .any(|(_, r)| r.url.contains("/contacts?"))
+    );
+    assert!(!env.logged("s3cr3t"));
+}
+
+#[test]
+fn the_directory_is_searched_too_when_configured() {
+    let (mut c, mut env) = started();
+    env.set_config("contact-search.directory", "true");
+    c.handle(&mut env, Event::Init(InitInfo::default_start()));
+    grant_token(&mut c, &mut env);
+    user_session(&mut c, &mut env, 5, GUID, false);
+    search(&mut c, &mut env, 5, "1", "gar");
+    let (dir_id, dir) = env
+        .requests
+        .iter()
+        .find(|(_, r)| r.url.contains("/users?$search="))
+        .cloned()
+        .expect("a directory search");
+    assert_eq!(
+        crate::event::header(&dir.headers, "consistencylevel"),
+        Some("eventual")
+    );
+    let (id, _) = contacts_call(&env);
+    let users = json!({"value": [
+        {"id":"u1","displayName":"Garth Fort","mail":"garth@contoso.com","businessPhones":["+1 425 555 0100"],"mobilePhone":"+1 425 555 0101"},
+        {"id":"u2","displayName":"Gareth Colleague","mail":"gareth@contoso.com","businessPhones":["+1 425 555 0199"]}
+    ]});
+    c.handle(
+        &mut env,
+        Event::HttpResponse(dir_id, Ok(HttpResponse::json(200, &users))),
+    );
+    // Not answered before both calls are in.
+    assert_eq!(answers(&env, 5, "1"), (vec![], 0));
+    c.handle(
+        &mut env,
+        Event::HttpResponse(id, Ok(HttpResponse::json(200, &contacts()))),
+    );
+    // Garth is in both: shown once.
+    assert_eq!(
+        answers(&env, 5, "1"),
+        (
+            vec![
+                "Gareth Colleague".into(),
+                "Garth Fort".into(),
+                "Gary Jürgens".into()
+            ],
+            1
+        )
+    );
+}
