@@ -323,6 +323,16 @@ impl Connector {
             let cfg = sync::Config::read(env, &settings.domain, &settings.instance);
             let mut p = PresenceSync::new(cfg, self.accounts.clone());
             p.init(env);
+            // A removed Teams account signs in once more, from its stored refresh token only
+            // (never by password or device code), so its subscription can be deleted.
+            for name in p.retired_accounts() {
+                if PresenceSync::can_sign_in_alone(env, &name) {
+                    let sign_in = crate::graph::tokens::SignIn::DeviceCode;
+                    self.tokens
+                        .add(env, &name, presence.client.clone(), sign_in, &presence.scope);
+                    self.token_events.extend(self.tokens.start(env, &name));
+                }
+            }
             self.presence = Some(p);
         } else {
             self.presence = None;

@@ -1286,3 +1286,114 @@ fn users_go_to_signed_in_accounts() {
     assert_eq!(watched, 900);
     assert!(w.env.kv_text("sub/teams-mfa").is_none());
 }
+
+/// The administrator removes the second of two accounts and restarts.
+fn remove_second_account(w: &mut World) -> (String, Vec<String>) {
+    let old: serde_json::Value =
+        serde_json::from_str(&w.env.kv_text("sub/teams1").expect("teams1 subscribed")).unwrap();
+    let mut accounts: serde_json::Value =
+        serde_json::from_str(&w.env.config["presence.accounts"]).unwrap();
+    accounts.as_array_mut().unwrap().truncate(1);
+    w.env.set_config("presence.accounts", &accounts.to_string());
+    let ids = old["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    (old["id"].as_str().unwrap().to_string(), ids)
+}
+
+/// Index (in `people`) of a person the removed account watched.
+fn moved_person(w: &World, names: &[String], ids: &[String]) -> usize {
+    names
+        .iter()
+        .position(|n| {
+            let upn = format!(
+                "{}@contoso.onmicrosoft.com",
+                n.replace(' ', ".").to_lowercase()
+            );
+            ids.contains(&w.fake.user(&upn).unwrap().id)
+        })
+        .expect("the removed account watched someone")
+}
+
+fn watched_by_teams0(w: &World) -> usize {
+    let v: serde_json::Value = serde_json::from_str(&w.env.kv_text("sub/teams0").unwrap()).unwrap();
+    v["ids"].as_array().unwrap().len()
+}
+
+#[test]
+fn a_removed_account_deletes_its_subscription_and_its_users_move() {
+    let names = people(40);
+    let mut w = World::new(&names, &[], 2);
+    w.start();
+    assert_eq!(watched_by_teams0(&w), 20);
+    let (old, ids) = remove_second_account(&mut w);
+    w.restart();
+    // Its users moved to the remaining account, its subscription was deleted with its own
+    // token (from the stored refresh token), and nothing of it is left.
+    assert_eq!(watched_by_teams0(&w), 40);
+    assert_eq!(
+        w.graph_calls("DELETE", &format!("/v1.0/subscriptions/{old}")),
+        vec![204]
+    );
+    assert!(w.env.kv_text("sub/teams1").is_none());
+    assert!(w.fake.requests().iter().all(|r| r.status != 409));
+    let i = moved_person(&w, &names, &ids);
+    let upn = format!(
+        "{}@contoso.onmicrosoft.com",
+        names[i].replace(' ', ".").to_lowercase()
+    );
+    w.fake
+        .teams_client_presence(&upn, None, "Busy", "InAMeeting")
+        .unwrap();
+    w.advance(1_000);
+    assert_eq!(w.pbx_activity(i).as_deref(), Some("meeting"));
+}
+
+#[test]
+fn users_of_a_removed_account_move_even_when_its_delete_keeps_failing() {
+    let names = people(40);
+    let mut w = World::new(&names, &[], 2);
+    w.start();
+    let (old, ids) = remove_second_account(&mut w);
+    w.fake.add_fault(Fault {
+        path_contains: Some(format!("/v1.0/subscriptions/{old}")),
+        method: Some("DELETE".into()),
+        fault: FaultKind::Unavailable {
+            retry_after_s: None,
+        },
+        remaining: None,
+    });
+    w.restart();
+    assert_eq!(watched_by_teams0(&w), 40);
+    let i = moved_person(&w, &names, &ids);
+    let upn = format!(
+        "{}@contoso.onmicrosoft.com",
+        names[i].replace(' ', ".").to_lowercase()
+    );
+    w.fake
+        .teams_client_presence(&upn, None, "Away", "Away")
+        .unwrap();
+    w.advance(1_000);
+    assert_eq!(w.pbx_activity(i).as_deref(), Some("away"));
+    // Retried with backoff until the subscription expires (60 minutes), then forgotten.
+    minutes(&mut w, 70);
+    let attempts = w
+        .graph_calls("DELETE", &format!("/v1.0/subscriptions/{old}"))
+        .len();
+    assert!((2..=30).contains(&attempts), "{attempts} DELETEs");
+    assert!(w.env.kv_text("sub/teams1").is_none());
+    minutes(&mut w, 30);
+    assert_eq!(
+        w.graph_calls("DELETE", &format!("/v1.0/subscriptions/{old}"))
+            .len(),
+        attempts
+    );
+    w.fake
+        .teams_client_presence(&upn, None, "Busy", "Busy")
+        .unwrap();
+    w.advance(1_000);
+    assert_eq!(w.pbx_activity(i).as_deref(), Some("busy"));
+}

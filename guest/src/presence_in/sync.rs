@@ -197,6 +197,10 @@ enum Pending {
     Delete {
         account: String,
     },
+    /// DELETE of the subscription of an account removed from the settings.
+    Retire {
+        account: String,
+    },
     Jwks,
 }
 
@@ -229,6 +233,20 @@ pub struct PresenceSync {
     failed: BTreeSet<String>,
     /// Force the next write of every user (the PBX may have lost our items).
     force: BTreeSet<String>,
+    /// Subscriptions of accounts removed from the settings, until deleted or expired. Their
+    /// users already moved to the configured accounts; their notifications still count
+    /// until then, so the move has no gap.
+    retired: BTreeMap<String, Retired>,
+}
+
+#[derive(Debug, Clone)]
+struct Retired {
+    record: Record,
+    attempt: u32,
+    /// A DELETE is in flight.
+    busy: bool,
+    /// A retry timer is set (one chain of retries, not one per trigger).
+    waiting: bool,
 }
 
 impl Sub {
@@ -252,6 +270,30 @@ fn applied_key(id: &str) -> String {
 
 fn sub_key(account: &str) -> String {
     format!("{SUB_PREFIX}{}", store::segment(account))
+}
+
+/// The account name of a KV key segment (the inverse of [`store::segment`]).
+fn unsegment(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = (b[i] == b'%')
+            .then(|| s.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(v) => {
+                out.push(v);
+                i += 3;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether sequence number `a` is newer than `b` (numeric strings compare by length first).
@@ -284,6 +326,7 @@ impl PresenceSync {
             failed: BTreeSet::new(),
             timers: BTreeSet::new(),
             force: BTreeSet::new(),
+            retired: BTreeMap::new(),
         }
     }
 
@@ -308,6 +351,7 @@ impl PresenceSync {
                 },
             );
         }
+        self.load_retired(env);
         if self.accounts.is_empty() {
             return;
         }
@@ -358,7 +402,22 @@ impl PresenceSync {
     /// A token manager event.
     pub fn on_token(&mut self, env: &mut impl Env, tokens: &Tokens, ev: &TokenEvent) {
         let account = match ev {
+            TokenEvent::Ready { account } if self.retired.contains_key(account) => {
+                self.retire(env, tokens, account);
+                return;
+            }
             TokenEvent::Ready { account } => account,
+            TokenEvent::Failed { account, error } if self.retired.contains_key(account) => {
+                env.log(
+                    Level::Warn,
+                    target::GRAPH,
+                    &format!(
+                        "removed account `{account}` cannot sign in to delete its subscription ({}); it expires by itself",
+                        error.advice
+                    ),
+                );
+                return;
+            }
             TokenEvent::Failed { account, .. } => {
                 self.failed.insert(account.clone());
                 return;
@@ -753,6 +812,127 @@ impl PresenceSync {
         );
     }
 
+    /// Subscriptions stored for accounts that are no longer configured (an administrator
+    /// removed the account): kept until deleted or expired.
+    fn load_retired(&mut self, env: &mut impl Env) {
+        let now = self.graph_now(env);
+        for key in store::keys(env, SUB_PREFIX) {
+            let account = unsegment(&key[SUB_PREFIX.len()..]);
+            if self.subs.contains_key(&account) {
+                continue;
+            }
+            match store::get_json::<Record>(env, &key) {
+                Some(record) if record.expiry_ms > now => {
+                    env.log(
+                        Level::Info,
+                        target::GRAPH,
+                        &format!(
+                            "account `{account}` was removed: its {} users move to the other accounts; its subscription {} is deleted",
+                            record.ids.len(),
+                            record.id
+                        ),
+                    );
+                    self.retired.insert(
+                        account,
+                        Retired {
+                            record,
+                            attempt: 0,
+                            busy: false,
+                            waiting: false,
+                        },
+                    );
+                }
+                // Expired: Graph deleted it already.
+                _ => env.kv_delete(&key),
+            }
+        }
+    }
+
+    /// Accounts removed from the settings whose subscription still lives: the connector
+    /// signs them in from their stored refresh token so that it can be deleted.
+    pub fn retired_accounts(&self) -> Vec<String> {
+        self.retired.keys().cloned().collect()
+    }
+
+    /// Whether a removed account can still sign in without anyone: only from its stored
+    /// refresh token (the token manager keeps it under `token/<account>/refresh`).
+    pub fn can_sign_in_alone(env: &mut impl Env, account: &str) -> bool {
+        env.kv_get(&format!("token/{}/refresh", store::segment(account)))
+            .is_some()
+    }
+
+    /// DELETEs a removed account's subscription (with that account's token: delegated
+    /// subscriptions are visible to their owner only).
+    fn retire(&mut self, env: &mut impl Env, tokens: &Tokens, account: &str) {
+        let now = self.graph_now(env);
+        let Some(r) = self.retired.get_mut(account) else {
+            return;
+        };
+        if r.record.expiry_ms <= now {
+            env.log(
+                Level::Info,
+                target::GRAPH,
+                &format!("removed account `{account}`: its subscription expired"),
+            );
+            self.retired.remove(account);
+            env.kv_delete(&sub_key(account));
+            return;
+        }
+        if r.busy || r.waiting {
+            return;
+        }
+        let Some(token) = tokens.access_token(account, env.now_ms()) else {
+            return;
+        };
+        r.busy = true;
+        let req = subs::delete_request(&self.cfg.graph_url, token, &r.record.id);
+        let id = env.http_start(req);
+        self.pending.insert(
+            id,
+            Pending::Retire {
+                account: account.to_string(),
+            },
+        );
+    }
+
+    fn retired_answer(&mut self, env: &mut impl Env, account: &str, resp: &HttpResponse) {
+        let Some(r) = self.retired.get_mut(account) else {
+            return;
+        };
+        r.busy = false;
+        match api::check(resp) {
+            // 404: already gone.
+            Ok(_) => {}
+            Err(e) if e.status == 404 => {}
+            Err(e) => {
+                // Until it expires; its users were moved at start, so nothing waits for this.
+                r.attempt += 1;
+                r.waiting = true;
+                let delay = api::retry_delay_ms(&e, r.attempt, env.random_u64());
+                env.log(
+                    Level::Warn,
+                    target::GRAPH,
+                    &format!(
+                        "removed account `{account}`: deleting its subscription failed ({e}); retrying in {} s",
+                        delay / 1000
+                    ),
+                );
+                self.set_timer(env, delay, &timer_tag("retry-retire", account));
+                return;
+            }
+        }
+        env.log(
+            Level::Info,
+            target::GRAPH,
+            &format!(
+                "removed account `{account}`: subscription {} deleted",
+                r.record.id
+            ),
+        );
+        self.retired.remove(account);
+        env.kv_delete(&sub_key(account));
+    }
+
     /// Answers `reauthorizationRequired` (graph.md §3.6: get a fresh token, then PATCH).
     /// Graph asks while the token the subscription is bound to nears its expiry; a PATCH with
     /// that same token changes nothing and Graph asks again at once (the fake every minute), so
@@ -833,6 +1013,10 @@ impl PresenceSync {
                         self.renew(env, tokens, &a);
                     }
                 }
+                // Removed accounts: retried with the rhythm, forgotten once expired.
+                for a in self.retired_accounts() {
+                    self.retire(env, tokens, &a);
+                }
             }
             "reconcile" => {
                 self.set_timer(env, self.cfg.reconcile_ms, tag);
@@ -863,6 +1047,12 @@ impl PresenceSync {
                         self.converge(env, tokens, account);
                     }
                 }
+            }
+            "retry-retire" => {
+                if let Some(r) = self.retired.get_mut(account) {
+                    r.waiting = false;
+                }
+                self.retire(env, tokens, account);
             }
             "retry-read" => {
                 if let Some((ids, attempt)) = self.retry_reads.remove(&id) {
@@ -1114,6 +1304,7 @@ impl PresenceSync {
                     }
                 }
             }
+            Pending::Retire { account } => self.retired_answer(env, &account, &resp),
             Pending::Jwks => {
                 self.jwks_fetching = false;
                 self.jwks_fetched_ms = Some(env.now_ms());
@@ -1336,12 +1527,21 @@ impl PresenceSync {
             items: Vec::new(),
         };
         for it in c.items {
-            let owner = self.subs.iter().find_map(|(a, s)| {
-                s.record
-                    .as_ref()
-                    .filter(|r| r.id == it.subscription_id)
-                    .map(|r| (a.clone(), r.client_state.clone()))
-            });
+            let owner = self
+                .subs
+                .iter()
+                .find_map(|(a, s)| {
+                    s.record
+                        .as_ref()
+                        .filter(|r| r.id == it.subscription_id)
+                        .map(|r| (a.clone(), r.client_state.clone()))
+                })
+                .or_else(|| {
+                    self.retired
+                        .iter()
+                        .find(|(_, r)| r.record.id == it.subscription_id)
+                        .map(|(a, r)| (a.clone(), r.record.client_state.clone()))
+                });
             let tenant_is_id =
                 self.cfg.tenant.len() == 36 && self.cfg.tenant.matches('-').count() == 4;
             match owner {
@@ -1403,6 +1603,14 @@ impl PresenceSync {
             target::GRAPH,
             &format!("account `{account}`: lifecycle event {event}"),
         );
+        if self.retired.contains_key(account) {
+            // Not renewed: it is being deleted, or expires by itself.
+            if event == "subscriptionRemoved" {
+                self.retired.remove(account);
+                env.kv_delete(&sub_key(account));
+            }
+            return;
+        }
         match event {
             // Product decision: renewing by PATCH only, never PATCH plus reauthorize.
             "reauthorizationRequired" => self.reauthorize(env, tokens, account),
@@ -1746,6 +1954,13 @@ mod tests {
             decide(&a, &p("Gardening", "Sleeping", None), false),
             Decision::Unknown
         );
+    }
+
+    #[test]
+    fn account_names_survive_the_kv_key() {
+        for name in ["teams1", "a/b%c", "ünï cödé", "50%", "%zz"] {
+            assert_eq!(unsegment(&store::segment(name)), name);
+        }
     }
 
     #[test]
