@@ -1,8 +1,9 @@
 //! Routing of inbound HTTP requests (paths are below the instance prefix `/<domain>/<instance>`).
 //!
 //! `GET /status` (JSON: versions, uptime, event counts, PBX connections, F1 matching and
-//! subscriptions); everything else is 404, as the notification URL must be for a browser GET
-//! (product.md F5). Graph's `POST /subscriptions` and `POST /lifecycle` never reach this
+//! subscriptions); `GET`/`POST /provisioning` (the App objects to create; create or update
+//! `microsoft365-api`, admin session only, see `crate::provisioning`); everything else is 404,
+//! as the notification URL must be for a browser GET (product.md F5). Graph's `POST /subscriptions` and `POST /lifecycle` never reach this
 //! module: the connector hands them to `presence_in::sync`.
 
 use serde_json::{Value, json};
@@ -48,6 +49,11 @@ pub fn route(env: &mut impl Env, req: &InboundRequest, status: &StatusInput) -> 
             resp.headers
                 .push(crate::event::Header::new("allow", "GET, HEAD"));
             resp
+        }
+        (_, "/provisioning") => {
+            // Showing the objects is harmless (no secrets); changing the PBX needs an admin.
+            let admin = req.method == "GET" || crate::admin::auth::session(env, req).is_some();
+            crate::provisioning::route(env, req, status.pbx, admin)
         }
         _ => HttpResponse::text(404, "not found\n"),
     }

@@ -214,3 +214,33 @@ fn a_refusal_by_the_pbx_is_reported() {
     assert_eq!(state.state, "failed");
     assert!(state.detail.contains("already in use"), "{}", state.detail);
 }
+
+fn http(c: &mut Connector, env: &mut TestEnv, method: &str) -> (u16, Value) {
+    let req = microsoft365::event::InboundRequest {
+        method: method.into(),
+        path: "/provisioning".into(),
+        query: String::new(),
+        headers: vec![],
+        body: vec![],
+        peer: "127.0.0.1:9".into(),
+    };
+    c.handle(env, Event::HttpRequest(99, req));
+    let (_, resp) = env.responses.pop().expect("answered");
+    let body = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
+    (resp.status, body)
+}
+
+#[test]
+fn http_shows_the_objects_but_changes_need_an_admin_session() {
+    let (mut pbx, mut c, mut env) = start(default_apis());
+    let (status, body) = http(&mut c, &mut env, "GET");
+    assert_eq!(status, 200);
+    assert_eq!(body["objects"][1]["sip"], "microsoft365-api");
+    env.sent.clear();
+    let (status, body) = http(&mut c, &mut env, "POST");
+    assert_eq!(status, 401, "{body}");
+    assert!(env.sent.is_empty(), "nothing sent to the PBX");
+    pump(&mut pbx, &mut c, &mut env);
+    assert!(pbx.objects().iter().all(|o| o.h323 != "microsoft365-api"));
+    assert_eq!(http(&mut c, &mut env, "DELETE").0, 405);
+}
