@@ -4,7 +4,8 @@
 //! subscriptions); `GET`/`POST /provisioning` (the App objects to create; create or update
 //! `microsoft365-api`, admin session only, see `crate::provisioning`); everything else is 404,
 //! as the notification URL must be for a browser GET (product.md F5). Graph's
-//! `POST /subscriptions` and `POST /lifecycle` never reach this module: the connector hands them to `presence_in::sync`.
+//! `POST /subscriptions` and `POST /lifecycle` never reach this module: the connector hands
+//! them to `presence_in::sync`.
 
 use serde_json::{Value, json};
 
