@@ -338,3 +338,35 @@ fn throttled_or_silent_graph_gives_empty_answers_and_presence_still_syncs() -> R
         Ok(())
     })
 }
+
+#[test]
+fn with_the_directory_enabled_colleagues_are_found_too() -> Result<()> {
+    let persons = people(3, 45);
+    let settings = [("contact-search.directory", "true")];
+    Stack::run(options(&persons, &[], &settings), |stack| {
+        stack.wait_for_pbx_logins()?;
+        let (me, colleague) = (&persons[0], &persons[1]);
+        add_address_book(stack, me)?;
+        let s = session(stack, me)?;
+        wait_until_searchable(stack, s)?;
+        // A colleague is in the directory, not in my contacts.
+        let family = colleague.name.split(' ').next_back().unwrap_or("");
+        let prefix: String = family.chars().take(4).collect();
+        let got = search(stack, s, "dir", &prefix)?;
+        let found = got.iter().find(|i| i["dn"] == colleague.name.as_str());
+        ensure(found.is_some(), || {
+            format!(
+                "{prefix:?} did not find {}: {:?}",
+                colleague.name,
+                names(&got)
+            )
+        })?;
+        let c = &found.expect("checked")["contact"];
+        ensure(c["email"] == json!([colleague.email]), || {
+            format!("colleague's contact: {c}")
+        })?;
+        // My own contacts still come first for their names.
+        let got = names(&search(stack, s, "own", "Garth")?);
+        ensure(got == ["Garth Fort"], || format!("own contacts: {got:?}"))
+    })
+}
