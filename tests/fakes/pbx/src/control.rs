@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 ///
 /// Routes (JSON bodies and answers):
 /// - `GET /status` nodes; `GET /violations`; `GET|PUT /switches`; `PUT /unanswered {apis:[..]}`
+/// - `GET /objects` (configuration objects made through PbxAdminApi, without passwords)
 /// - `GET /log[?node=]`, `DELETE /log`, `GET /received?node=` (frames from the connector)
 /// - `POST /users` (User or [User]), `POST /populate` (PopulateSpec), `GET /users`,
 ///   `GET|DELETE /users/{guid}`, `POST /users/{guid}/presence {activity,note,contact?}`,
@@ -150,6 +151,7 @@ fn route(
     Ok(Some(match p {
         ["status"] if get => h.with(|x| json!(x.node_status())),
         ["violations"] if get => h.with(|x| json!(x.violations())),
+        ["objects"] if get => h.with(|x| json!(x.objects())),
         ["switches"] if get => h.with(|x| json!(x.switches)),
         ["switches"] if put => {
             let mut cur = h.with(|x| serde_json::to_value(&x.switches))?;
