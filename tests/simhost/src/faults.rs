@@ -16,6 +16,9 @@ pub enum SimAction {
     Swap,
     /// The guest's wall clock reads this many milliseconds off the true time.
     Skew(i64),
+    /// Hot swap to a newer version of the guest (never drawn by the plan: the scenario places
+    /// it when asked to, see `Scenario::upgrade`).
+    Upgrade,
 }
 
 impl SimAction {
@@ -26,6 +29,7 @@ impl SimAction {
             SimAction::Swap => "guest-swap",
             SimAction::Skew(0) => "clock-skew-end",
             SimAction::Skew(_) => "clock-skew",
+            SimAction::Upgrade => "guest-upgrade",
         }
     }
 }

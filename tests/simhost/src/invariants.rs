@@ -23,6 +23,14 @@ pub struct Bounds {
     /// KV bytes may grow by at most this factor from the end of day 2 to any later day end
     /// (plus `kv_bytes / 16` of slack): growth must level off.
     pub kv_daily_growth: f64,
+    /// Longest time (ms) an account that had a presence subscription may go without a live
+    /// one, counted from the later of the lapse's start and the end of the faults.
+    pub lapse_ms: u64,
+    /// Most linear memory of a guest instance, bytes.
+    pub memory_bytes: usize,
+    /// The peak guest memory may grow by at most this factor from the end of day 2 to any
+    /// later day end (plus one MiB of slack): growth must level off.
+    pub memory_daily_growth: f64,
 }
 
 impl Bounds {
@@ -37,9 +45,31 @@ impl Bounds {
             kv_entries: 1_000 + 40 * users,
             kv_bytes: (1 << 20) + 8 * 1024 * users,
             kv_daily_growth: 1.25,
+            lapse_ms: LAPSE_TOLERANCE_MS,
+            // The guest holds its tenant in memory (users, matches, presence): about 1.6 MiB
+            // at 100 users; ten times that plus a share per user, far below the host's cap.
+            memory_bytes: (16 << 20) + 32 * 1024 * users,
+            memory_daily_growth: 1.25,
         }
     }
 }
+
+/// How long a presence subscription may lapse once nothing is broken any more (ms).
+///
+/// Derived from graph.md §4.4/§3.5 and the guest's defaults: a presence subscription lives at
+/// most 60 min and is renewed by PATCH every `presence.renew-interval-s` (600 s), so in a
+/// healthy world five renewals in a row must fail before it expires; one that expired anyway
+/// (or was deleted) is recreated at the next renewal tick (at most 10 min later) or by a
+/// pending retry (backoff capped at 5 min). Another 5 min cover a token refresh in backoff
+/// (same cap) and the request round trips, so: 10 + 5 + 5 = 20 min.
+pub const LAPSE_TOLERANCE_MS: u64 = 20 * 60_000;
+
+/// The guest's audit trail (`guest/src/audit.rs`): a ring of presence writes kept 7 days and
+/// at most 20,000 entries. It grows over the first week by design, so KV growth is judged
+/// without it and the ring against its own documented bounds.
+const AUDIT_PREFIX: &str = "audit/";
+const AUDIT_MAX_ENTRIES: usize = 20_000;
+const AUDIT_RETENTION_MS: u64 = 7 * 86_400_000;
 
 /// The Teams -> PBX activity mapping of the product (`product.md` F1), on Graph's activity.
 /// `None` means "online": the connector's own item is unset.
@@ -86,6 +116,8 @@ pub const NAMES: &[&str] = &[
     "pbx-logged-in-after-faults",
     "one-presence-subscription-per-account",
     "presence-converged",
+    "no-subscription-lapse",
+    "memory-bounded",
 ];
 
 /// The checker of one run.
@@ -109,6 +141,15 @@ pub struct Checker {
     presence_last_eval: u64,
     presence_seen: bool,
     presence_probe_at: u64,
+    /// Per account: since when it has had no live presence subscription (None: it has one),
+    /// and the latest expiry seen while it had one.
+    lapses: BTreeMap<(String, String), (Option<u64>, u64)>,
+    /// Longest lapse seen while faults were still on / after they stopped (ms).
+    pub longest_lapse_in_faults_ms: u64,
+    /// Longest lapse counted against the tolerance (ms).
+    pub longest_lapse_ms: u64,
+    memory_day2: Option<usize>,
+    memory_day: u64,
 }
 
 impl Checker {
@@ -144,6 +185,11 @@ impl Checker {
             presence_last_eval: 0,
             presence_seen: false,
             presence_probe_at: 0,
+            lapses: BTreeMap::new(),
+            longest_lapse_in_faults_ms: 0,
+            longest_lapse_ms: 0,
+            memory_day2: None,
+            memory_day: 0,
         }
     }
 
@@ -191,6 +237,10 @@ impl Checker {
         self.result("one-presence-subscription-per-account", out)?;
         let out = self.presence(world, now);
         self.result("presence-converged", out)?;
+        let out = self.lapse(world, now);
+        self.result("no-subscription-lapse", out)?;
+        let out = self.memory(sim, now);
+        self.result("memory-bounded", out)?;
         Ok(())
     }
 
@@ -248,9 +298,11 @@ impl Checker {
     fn kv(&mut self, sim: &Sim<FakesWorld>, now: u64) -> Result<bool, String> {
         let kv = &sim.durable().kv;
         let entries = kv.len();
-        if entries > self.bounds.kv_entries {
+        // The audit trail is a ring with its own bounds (checked below), the rest scales with
+        // the tenant.
+        if entries > self.bounds.kv_entries + AUDIT_MAX_ENTRIES {
             return Err(format!(
-                "{entries} KV entries (bound {})",
+                "{entries} KV entries (bound {} + {AUDIT_MAX_ENTRIES} audit entries)",
                 self.bounds.kv_entries
             ));
         }
@@ -259,9 +311,49 @@ impl Checker {
         let day = (now - self.start_ms) / 86_400_000;
         if day != self.last_day {
             self.last_day = day;
-            let bytes: usize = kv.iter().map(|(k, v)| k.len() + v.len()).sum();
+            let (mut bytes, mut keys) = (0, 0);
+            let (mut audit, mut oldest_audit) = (0, None);
+            for (k, v) in kv.iter() {
+                match k.strip_prefix(AUDIT_PREFIX) {
+                    Some(rest) => {
+                        audit += 1;
+                        // Keys are `audit/<at_ms, 15 digits>-<seq>`: the first is the oldest.
+                        if oldest_audit.is_none() {
+                            oldest_audit = rest.get(..15).and_then(|t| t.parse::<u64>().ok());
+                        }
+                    }
+                    None => {
+                        keys += 1;
+                        bytes += k.len() + v.len();
+                    }
+                }
+            }
+            if keys > self.bounds.kv_entries {
+                return Err(format!(
+                    "{keys} KV entries besides the audit trail (bound {}); largest key prefixes: {}",
+                    self.bounds.kv_entries,
+                    kv_prefixes(kv)
+                ));
+            }
             if bytes > self.bounds.kv_bytes {
-                return Err(format!("{bytes} KV bytes (bound {})", self.bounds.kv_bytes));
+                return Err(format!(
+                    "{bytes} KV bytes besides the audit trail (bound {}); largest key prefixes: {}",
+                    self.bounds.kv_bytes,
+                    kv_prefixes(kv)
+                ));
+            }
+            if audit > AUDIT_MAX_ENTRIES {
+                return Err(format!(
+                    "{audit} audit entries (the trail keeps at most {AUDIT_MAX_ENTRIES})"
+                ));
+            }
+            if let Some(at) = oldest_audit
+                && now.saturating_sub(at) > AUDIT_RETENTION_MS + 86_400_000
+            {
+                return Err(format!(
+                    "an audit entry is {} h old (the trail keeps 7 days)",
+                    (now - at) / 3_600_000
+                ));
             }
             if day == 2 {
                 self.kv_day2 = Some(bytes);
@@ -270,7 +362,8 @@ impl Checker {
                     base as f64 * self.bounds.kv_daily_growth + (self.bounds.kv_bytes / 16) as f64;
                 if bytes as f64 > limit {
                     return Err(format!(
-                        "KV keeps growing: {base} bytes after day 2, {bytes} after day {day}"
+                        "KV keeps growing: {base} bytes after day 2, {bytes} after day {day} (audit trail aside); largest key prefixes: {}",
+                        kv_prefixes(kv)
                     ));
                 }
             }
@@ -354,6 +447,114 @@ impl Checker {
         }
         Ok(compared)
     }
+}
+
+impl Checker {
+    fn lapse(&mut self, world: &FakesWorld, now: u64) -> Result<bool, String> {
+        let fake_now = world.fake.now();
+        let mut live: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for s in world.fake.subscriptions() {
+            if matches!(s.kind, SubKind::Presence(_)) && s.expiration_ms > fake_now {
+                let who = s.user_id.clone().unwrap_or_else(|| s.creator_id.clone());
+                let e = live.entry((s.application_id.clone(), who)).or_default();
+                *e = (*e).max(s.expiration_ms as u64);
+            }
+        }
+        let mut closed = Vec::new();
+        for (account, expiry) in &live {
+            let entry = self.lapses.entry(account.clone()).or_insert((None, 0));
+            closed.extend(entry.0.take());
+            entry.1 = *expiry;
+        }
+        for since in closed {
+            self.note_lapse(since, now);
+        }
+        // Accounts that had a subscription and have none now: the lapse began when the last
+        // one expired, or (deleted early) about now.
+        let mut longest: Option<(&(String, String), u64)> = None;
+        for (account, (since, expiry)) in self.lapses.iter_mut() {
+            if live.contains_key(account) {
+                continue;
+            }
+            let since = *since.get_or_insert((*expiry).min(now));
+            let counted = now.saturating_sub(since.max(self.faults_end));
+            if longest.is_none_or(|(_, l)| counted > l) {
+                longest = Some((account, counted));
+            }
+        }
+        if let Some(((_, who), counted)) = longest
+            && counted > self.bounds.lapse_ms
+        {
+            return Err(format!(
+                "account {who} has had no live presence subscription for {} s after the faults stopped (tolerance {} s)",
+                counted / 1_000,
+                self.bounds.lapse_ms / 1_000
+            ));
+        }
+        Ok(!self.lapses.is_empty() && now >= self.faults_end)
+    }
+
+    fn note_lapse(&mut self, since: u64, now: u64) {
+        let counted = now.saturating_sub(since.max(self.faults_end));
+        self.longest_lapse_ms = self.longest_lapse_ms.max(counted);
+        if since < self.faults_end {
+            let during = now.min(self.faults_end) - since;
+            self.longest_lapse_in_faults_ms = self.longest_lapse_in_faults_ms.max(during);
+        }
+    }
+
+    fn memory(&mut self, sim: &Sim<FakesWorld>, now: u64) -> Result<bool, String> {
+        let bytes = sim.memory_bytes();
+        if bytes > self.bounds.memory_bytes {
+            return Err(format!(
+                "the guest instance holds {} KiB of linear memory (bound {} KiB)",
+                bytes / 1024,
+                self.bounds.memory_bytes / 1024
+            ));
+        }
+        let day = (now - self.start_ms) / 86_400_000;
+        if day != self.memory_day {
+            self.memory_day = day;
+            let peak = sim.stats().peak_memory;
+            if day == 2 {
+                self.memory_day2 = Some(peak);
+            } else if let Some(base) = self.memory_day2 {
+                let limit = base as f64 * self.bounds.memory_daily_growth + (1 << 20) as f64;
+                if peak as f64 > limit {
+                    return Err(format!(
+                        "guest memory keeps growing: peak {} KiB after day 2, {} KiB after day {day}",
+                        base / 1024,
+                        peak / 1024
+                    ));
+                }
+            }
+        }
+        Ok(bytes > 0)
+    }
+}
+
+/// The five key prefixes (up to the second `/`) holding the most bytes, with entry counts:
+/// what a growth violation needs to be understood.
+fn kv_prefixes(kv: &crate::kv::Store) -> String {
+    let mut by: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for (k, v) in kv.iter() {
+        let key = String::from_utf8_lossy(k.as_ref());
+        let prefix: String = key
+            .split_inclusive('/')
+            .take(2)
+            .filter(|segment| segment.ends_with('/'))
+            .collect();
+        let e = by.entry(prefix).or_default();
+        e.0 += 1;
+        e.1 += k.len() + v.len();
+    }
+    let mut top: Vec<_> = by.into_iter().collect();
+    top.sort_by_key(|(_, (_, bytes))| std::cmp::Reverse(*bytes));
+    top.iter()
+        .take(5)
+        .map(|(p, (n, b))| format!("{p} {n} keys {b} B"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn protocol(world: &FakesWorld) -> Result<bool, String> {

@@ -20,6 +20,7 @@ use crate::invariants::{Bounds, Checker, Record};
 use crate::sim::{Guest, Sim, SimConfig};
 
 const DAY: u64 = 86_400_000;
+const HOUR: u64 = 3_600_000;
 const DOMAIN: &str = "example.com";
 const INSTANCE: &str = "m365";
 const LICENCE: &str = "App(innovaphone-microsoft365)";
@@ -41,6 +42,14 @@ pub struct Scenario {
     /// Deliberately break the world: the master PBX goes down for good once the faults stop,
     /// so `pbx-logged-in-after-faults` must fire (proves the checker is not vacuous).
     pub sabotage: bool,
+    /// Deliberately break Microsoft's side: once the faults stop, every subscription call
+    /// fails with 503 for good, so the presence subscription expires and
+    /// `no-subscription-lapse` must fire.
+    pub break_subscriptions: bool,
+    /// Hot-swap to a newer guest version ([`Guest::newer`]) once, at a seed-drawn time after
+    /// the faults, and check the state carried over: the new version runs and an hour later
+    /// the presence subscriptions are still the same ones (adopted, not recreated).
+    pub upgrade: bool,
 }
 
 impl Scenario {
@@ -53,6 +62,8 @@ impl Scenario {
             rich: false,
             quiet: false,
             sabotage: false,
+            break_subscriptions: false,
+            upgrade: false,
         }
     }
 
@@ -70,6 +81,12 @@ impl Scenario {
         }
         if self.sabotage {
             c.push_str(" --sabotage");
+        }
+        if self.break_subscriptions {
+            c.push_str(" --break-subscriptions");
+        }
+        if self.upgrade {
+            c.push_str(" --upgrade");
         }
         c
     }
@@ -90,6 +107,8 @@ pub struct Summary {
     pub restarts: u64,
     /// Hot swaps.
     pub swaps: u64,
+    /// The guest's version at the start and at the end (they differ after an upgrade).
+    pub versions: (String, String),
     /// Events given up on.
     pub dead_letters: usize,
     /// Faults applied, by kind.
@@ -114,6 +133,14 @@ pub struct Summary {
     pub teams_changes: u64,
     /// Final KV entries.
     pub kv_entries: usize,
+    /// Final KV bytes (keys + values).
+    pub kv_bytes: usize,
+    /// Most linear memory a guest instance held, bytes.
+    pub peak_memory: usize,
+    /// Longest presence-subscription lapse counted against the tolerance (after the faults), ms.
+    pub longest_lapse_ms: u64,
+    /// Longest lapse while faults were on (not bounded; for the record), ms.
+    pub longest_lapse_in_faults_ms: u64,
     /// Guest timers pending at the end.
     pub pending_timers: usize,
     /// Guest log lines.
@@ -147,6 +174,9 @@ impl fmt::Display for Summary {
             "events {} | traps {} | restarts {} | swaps {} | dead letters {} | trace {:016x}",
             self.events, self.traps, self.restarts, self.swaps, self.dead_letters, self.trace
         )?;
+        if self.versions.0 != self.versions.1 {
+            writeln!(f, "upgraded: {} -> {}", self.versions.0, self.versions.1)?;
+        }
         writeln!(
             f,
             "world: {} requests to Microsoft, {} posts from Microsoft, {} PBX dials, {} Teams presence changes; KV {} entries, {} timers pending, {} log lines",
@@ -157,6 +187,16 @@ impl fmt::Display for Summary {
             self.kv_entries,
             self.pending_timers,
             self.log_lines
+        )?;
+        let users = self.scenario.users.max(1);
+        writeln!(
+            f,
+            "bounded: KV {} B ({} B/user), guest memory peak {} KiB, longest subscription lapse {} s after faults ({} s during faults)",
+            self.kv_bytes,
+            self.kv_bytes / users,
+            self.peak_memory / 1024,
+            self.longest_lapse_ms / 1_000,
+            self.longest_lapse_in_faults_ms / 1_000
         )?;
         let kinds: Vec<String> = self
             .requests_by_kind
@@ -197,6 +237,43 @@ impl fmt::Display for Summary {
     }
 }
 
+/// What the run does between stretches of simulation.
+enum Step {
+    /// Something done to the guest (crash, swap, clock skew, upgrade).
+    Fault(SimAction),
+    /// An hour after an upgrade: the subscriptions from before it must still be live.
+    UpgradeCheck,
+    /// Daily: drop the fake's request log.
+    Housekeeping,
+}
+
+/// Hot-swaps to `newer` and checks it is what now runs.
+fn upgrade(sim: &mut Sim<FakesWorld>, newer: &Guest) -> Result<()> {
+    let want = newer.version()?;
+    sim.swap(newer)?;
+    let have = sim.guest_version()?;
+    anyhow::ensure!(
+        have == want,
+        "after the upgrade the guest reports `{have}`, not `{want}`"
+    );
+    Ok(())
+}
+
+/// Ids of the live presence subscriptions in the fake.
+fn live_presence_subscriptions(world: &FakesWorld) -> BTreeSet<String> {
+    let now = world.fake.now();
+    world
+        .fake
+        .subscriptions()
+        .iter()
+        .filter(|s| {
+            matches!(s.kind, fake_m365::subscriptions::SubKind::Presence(_))
+                && s.expiration_ms > now
+        })
+        .map(|s| s.id.clone())
+        .collect()
+}
+
 fn secret(rng: &mut Rng, prefix: &str) -> String {
     // Characters that need escaping in forms and JSON, as real passwords have.
     format!("{prefix}-{:012x}&+%!", rng.next_u64() >> 16)
@@ -204,7 +281,18 @@ fn secret(rng: &mut Rng, prefix: &str) -> String {
 
 /// Runs a scenario against a compiled guest.
 pub fn run(guest: &Guest, sc: &Scenario) -> Result<Summary> {
+    run_with(guest, None, sc)
+}
+
+/// Like [`run`], with the newer guest an upgrade swaps to (derived from `guest` with
+/// [`Guest::newer`] when `None` and the scenario asks for an upgrade).
+pub fn run_with(guest: &Guest, newer: Option<&Guest>, sc: &Scenario) -> Result<Summary> {
     let wall = Instant::now();
+    let newer = match (sc.upgrade, newer) {
+        (false, _) => None,
+        (true, Some(g)) => Some(g.clone()),
+        (true, None) => Some(guest.newer()?.0),
+    };
     let config = SimConfig {
         seed: sc.seed,
         ..SimConfig::default()
@@ -364,6 +452,19 @@ pub fn run(guest: &Guest, sc: &Scenario) -> Result<Summary> {
     if sc.sabotage {
         world.plan(plan.faults_end + 1, WorldAction::KillPbx("master".into()));
     }
+    if sc.break_subscriptions {
+        world.plan(
+            plan.faults_end + 1,
+            WorldAction::GraphFault(fake_m365::Fault {
+                path_contains: Some("/subscriptions".into()),
+                method: None,
+                fault: fake_m365::FaultKind::Unavailable {
+                    retry_after_s: None,
+                },
+                remaining: None,
+            }),
+        );
+    }
 
     let mut sim = Sim::start_with_clock(
         guest,
@@ -373,14 +474,28 @@ pub fn run(guest: &Guest, sc: &Scenario) -> Result<Summary> {
     )?;
     let mut checker = Checker::new(Bounds::for_users(users), start, plan.faults_end, secrets);
 
-    // Guest-level faults and daily housekeeping, in time order.
-    let mut steps: Vec<(u64, Option<SimAction>)> = plan
+    // Guest-level faults, the upgrade and daily housekeeping, in time order.
+    let mut steps: Vec<(u64, Step)> = plan
         .sim
         .iter()
-        .map(|(t, a)| (*t, Some(a.clone())))
+        .map(|(t, a)| (*t, Step::Fault(a.clone())))
         .collect();
-    steps.extend((1..=sc.days).map(|d| (start + d * DAY, None)));
+    steps.extend((1..=sc.days).map(|d| (start + d * DAY, Step::Housekeeping)));
+    if sc.upgrade {
+        // Its own stream, so asking for an upgrade leaves the seed's fault plan as it was.
+        let mut rng = Rng::new(sc.seed ^ 0x7570_6772_6164_6521);
+        let (lo, hi) = (plan.faults_end + HOUR, end.saturating_sub(2 * HOUR));
+        let at = if hi > lo {
+            lo + rng.below(hi - lo)
+        } else {
+            (start + end) / 2
+        };
+        steps.push((at, Step::Fault(SimAction::Upgrade)));
+        steps.push((at + HOUR, Step::UpgradeCheck));
+    }
     steps.sort_by_key(|(t, _)| *t);
+    let first_version = sim.guest_version()?;
+    let mut before_upgrade: Option<BTreeSet<String>> = None;
     let mut sim_faults: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut failure = None;
     for (at, action) in steps {
@@ -389,13 +504,18 @@ pub fn run(guest: &Guest, sc: &Scenario) -> Result<Summary> {
             break;
         }
         match action {
-            Some(a) => {
+            Step::Fault(a) => {
                 *sim_faults.entry(a.kind()).or_default() += 1;
                 let outcome = match a {
                     SimAction::Crash => sim.crash(),
                     SimAction::Swap => {
-                        let same = guest.clone();
+                        let same = sim.guest().clone();
                         sim.swap(&same)
+                    }
+                    SimAction::Upgrade => {
+                        before_upgrade = Some(live_presence_subscriptions(sim.world()));
+                        let newer = newer.as_ref().expect("an upgrade has a newer guest");
+                        upgrade(&mut sim, newer)
                     }
                     SimAction::Skew(ms) => {
                         sim.clock().set_guest_skew(ms);
@@ -407,8 +527,18 @@ pub fn run(guest: &Guest, sc: &Scenario) -> Result<Summary> {
                     break;
                 }
             }
+            Step::UpgradeCheck => {
+                let before = before_upgrade.take().unwrap_or_default();
+                let now = live_presence_subscriptions(sim.world());
+                if !before.is_subset(&now) {
+                    failure = Some(anyhow::anyhow!(
+                        "state lost in the upgrade: presence subscriptions {before:?} before it, {now:?} an hour later (recreated instead of adopted)"
+                    ));
+                    break;
+                }
+            }
             // The fake keeps every request for read-back; a week of them is only ballast.
-            None => {
+            Step::Housekeeping => {
                 sim.world_mut().fake.control(
                     "DELETE",
                     "/control/requests",
@@ -424,6 +554,7 @@ pub fn run(guest: &Guest, sc: &Scenario) -> Result<Summary> {
     };
 
     let stats = sim.stats().clone();
+    let last_version = sim.guest_version()?;
     let world = sim.world();
     let mut faults = world.stats.faults.clone();
     for (k, n) in sim_faults {
@@ -436,6 +567,7 @@ pub fn run(guest: &Guest, sc: &Scenario) -> Result<Summary> {
         traps: stats.traps,
         restarts: stats.restarts,
         swaps: stats.swaps,
+        versions: (first_version, last_version),
         dead_letters: sim.dead_letters().len(),
         faults,
         faults_end_h: (plan.faults_end - start) as f64 / 3_600_000.0,
@@ -448,6 +580,15 @@ pub fn run(guest: &Guest, sc: &Scenario) -> Result<Summary> {
         pbx_dials: world.stats.pbx_dials,
         teams_changes: world.stats.teams_changes,
         kv_entries: sim.durable().kv.len(),
+        kv_bytes: sim
+            .durable()
+            .kv
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum(),
+        peak_memory: stats.peak_memory,
+        longest_lapse_ms: checker.longest_lapse_ms,
+        longest_lapse_in_faults_ms: checker.longest_lapse_in_faults_ms,
         pending_timers: sim.pending_timers(),
         log_lines: sim.durable().logs.len(),
         wall_s: wall.elapsed().as_secs_f64(),

@@ -20,7 +20,7 @@ use crate::bindings::{
 };
 use crate::clock::VirtualClock;
 use crate::keys::KeyRing;
-use crate::state::{Durable, Effect, GuestState};
+use crate::state::{Durable, Effect, GuestState, MemoryWatch};
 use crate::world::{Ids, Incoming, World};
 
 /// How a run is set up.
@@ -68,20 +68,82 @@ pub fn engine() -> Result<Engine> {
 #[derive(Clone)]
 pub struct Guest {
     pre: ConnectorPre<GuestState>,
+    /// The component's bytes, to derive a newer version from ([`Guest::newer`]).
+    wasm: std::sync::Arc<Vec<u8>>,
 }
 
 impl Guest {
     /// Compiles the component at `path` and links it against the contract.
     pub fn load(engine: &Engine, path: &Path) -> Result<Self> {
-        let component = Component::from_file(engine, path)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("compiling guest {}", path.display()))?;
+        let wasm =
+            std::fs::read(path).with_context(|| format!("reading guest {}", path.display()))?;
+        Self::from_bytes(engine, wasm)
+            .with_context(|| format!("compiling guest {}", path.display()))
+    }
+
+    /// Compiles a component from its bytes and links it against the contract.
+    pub fn from_bytes(engine: &Engine, wasm: Vec<u8>) -> Result<Self> {
+        let component = Component::new(engine, &wasm).map_err(anyhow::Error::from)?;
         let mut linker = Linker::<GuestState>::new(engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         Connector::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
         let pre = ConnectorPre::new(linker.instantiate_pre(&component)?)?;
-        Ok(Self { pre })
+        Ok(Self {
+            pre,
+            wasm: std::sync::Arc::new(wasm),
+        })
     }
+
+    /// What the guest's `version()` says, e.g. `microsoft365 0.1.0`.
+    pub fn version(&self) -> Result<String> {
+        let config = SimConfig::default();
+        let clock = VirtualClock::new(config.start_ms);
+        let (mut store, instance) =
+            instantiate(self, &config, &clock, placeholder_state().durable, 0)?;
+        Ok(instance.connector_host_guest().call_version(&mut store)?)
+    }
+
+    /// A newer release of this guest: the same code whose `version()` reports the next patch
+    /// version (`0.1.0` -> `0.1.1`), for hot swaps to a newer guest. The version text is
+    /// rewritten in place in the component's data, so it must occur exactly once and its last
+    /// digit must not be 9 (same length, nothing else moves).
+    pub fn newer(&self) -> Result<(Guest, String)> {
+        let old = self.version()?;
+        let new = bump_patch(&old)?;
+        let mut wasm = self.wasm.as_ref().clone();
+        let at = {
+            let hits: Vec<usize> = wasm
+                .windows(old.len())
+                .enumerate()
+                .filter(|(_, w)| *w == old.as_bytes())
+                .map(|(i, _)| i)
+                .collect();
+            match hits.as_slice() {
+                [one] => *one,
+                _ => bail!(
+                    "the version text `{old}` occurs {} times in the component, not once",
+                    hits.len()
+                ),
+            }
+        };
+        wasm[at..at + new.len()].copy_from_slice(new.as_bytes());
+        let newer = Guest::from_bytes(self.pre.engine(), wasm)?;
+        let reported = newer.version()?;
+        if reported != new {
+            bail!("the rewritten guest reports `{reported}`, expected `{new}`");
+        }
+        Ok((newer, new))
+    }
+}
+
+/// `name 1.2.3` -> `name 1.2.4` (same length: the last digit must not be 9).
+fn bump_patch(version: &str) -> Result<String> {
+    let mut bytes = version.as_bytes().to_vec();
+    match bytes.last_mut() {
+        Some(d) if d.is_ascii_digit() && *d < b'9' => *d += 1,
+        _ => bail!("cannot bump the version `{version}` in place"),
+    }
+    Ok(String::from_utf8(bytes)?)
 }
 
 /// Figures of a run.
@@ -95,6 +157,8 @@ pub struct Stats {
     pub restarts: u64,
     /// Successful hot swaps.
     pub swaps: u64,
+    /// Most linear memory any guest instance held, bytes.
+    pub peak_memory: usize,
     /// Fuel consumed by all calls.
     pub fuel: u64,
     /// Running digest of every committed event and its virtual time: two runs of one seed must
@@ -217,6 +281,16 @@ impl<W: World> Sim<W> {
     /// Number of timers pending.
     pub fn pending_timers(&self) -> usize {
         self.timers.len()
+    }
+
+    /// Linear memory the current guest instance holds, bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().limits.bytes()
+    }
+
+    /// The guest currently running.
+    pub fn guest(&self) -> &Guest {
+        &self.guest
     }
 
     /// The guest's `version()`.
@@ -378,6 +452,7 @@ impl<W: World> Sim<W> {
             .call_handle(&mut self.store, std::slice::from_ref(event));
         let left = self.store.get_fuel().unwrap_or(0);
         self.stats.fuel += self.config.fuel_per_event.saturating_sub(left);
+        self.stats.peak_memory = self.stats.peak_memory.max(self.memory_bytes());
         if result.is_err() {
             self.store.data_mut().discard();
         }
@@ -542,7 +617,7 @@ fn placeholder_state() -> GuestState {
     GuestState {
         wasi: WasiCtxBuilder::new().build(),
         table: ResourceTable::new(),
-        limits: StoreLimitsBuilder::new().build(),
+        limits: MemoryWatch::new(StoreLimitsBuilder::new().build()),
         durable: Durable {
             kv: BTreeMap::new(),
             keys: KeyRing::new(0),
@@ -570,10 +645,12 @@ fn instantiate(
     let state = GuestState {
         wasi: wasi_ctx(config, clock, generation),
         table: ResourceTable::new(),
-        limits: StoreLimitsBuilder::new()
-            .memory_size(config.memory_limit)
-            .trap_on_grow_failure(true)
-            .build(),
+        limits: MemoryWatch::new(
+            StoreLimitsBuilder::new()
+                .memory_size(config.memory_limit)
+                .trap_on_grow_failure(true)
+                .build(),
+        ),
         durable,
         overlay: Default::default(),
         effects: Vec::new(),

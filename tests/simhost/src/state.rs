@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use wasmtime::StoreLimits;
+use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{HttpRequest, HttpResponse, WsFrame, WsOpen};
@@ -73,7 +73,7 @@ pub struct Durable {
 pub struct GuestState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: MemoryWatch,
     /// Durable parts, moved in and out around instances.
     pub durable: Durable,
     /// Writes of the event in progress.
@@ -108,5 +108,69 @@ impl WasiView for GuestState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+/// The store's resource limiter: the configured caps, plus a tally of the linear memory the
+/// instance holds (wasm memories never shrink, so the granted growth is the current size).
+pub struct MemoryWatch {
+    limits: StoreLimits,
+    bytes: usize,
+}
+
+impl MemoryWatch {
+    /// Watches memory under `limits`.
+    pub fn new(limits: StoreLimits) -> Self {
+        Self { limits, bytes: 0 }
+    }
+
+    /// Bytes of linear memory the instance holds (all its memories).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl ResourceLimiter for MemoryWatch {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Also called when a memory is first created (current = 0), so the tally is complete.
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.bytes += desired.saturating_sub(current);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
     }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use simhost::Guest;
-use simhost::scenario::{Scenario, Summary, run};
+use simhost::scenario::{Scenario, Summary, run, run_with};
 
 fn guest() -> &'static Guest {
     static GUEST: OnceLock<Guest> = OnceLock::new();
@@ -24,13 +24,30 @@ fn guest() -> &'static Guest {
     })
 }
 
+/// The same guest one patch version newer, for upgrades (compiled once per test binary).
+fn newer() -> &'static Guest {
+    static NEWER: OnceLock<Guest> = OnceLock::new();
+    NEWER.get_or_init(|| guest().newer().expect("a newer guest").0)
+}
+
+fn simulate(sc: &Scenario) -> Summary {
+    let newer = sc.upgrade.then(newer);
+    run_with(guest(), newer, sc).expect("the run starts")
+}
+
 fn clean(sc: Scenario) -> Summary {
-    let summary = run(guest(), &sc).expect("the run starts");
+    let summary = simulate(&sc);
     println!("{summary}");
     assert!(summary.violation.is_none(), "{summary}");
     assert!(summary.simulated_days >= sc.days as f64, "{summary}");
     // These hold for every run, whatever the guest implements: the checker is never idle.
-    for name in ["pbx-protocol", "secrets-not-logged", "kv-bounded"] {
+    for name in [
+        "pbx-protocol",
+        "secrets-not-logged",
+        "kv-bounded",
+        "memory-bounded",
+        "no-subscription-lapse",
+    ] {
         let r = summary.invariants.iter().find(|r| r.name == name).unwrap();
         assert!(r.active(), "{name} never checked anything\n{summary}");
     }
@@ -42,32 +59,44 @@ fn clean(sc: Scenario) -> Summary {
             .unwrap();
         assert!(r.active(), "{summary}");
     }
+    // The guest really holds memory (the limiter sees it), so the memory bound is measured.
+    assert!(summary.peak_memory >= 1 << 20, "{summary}");
+    if sc.upgrade {
+        let (from, to) = &summary.versions;
+        assert_ne!(
+            from, to,
+            "the upgrade did not change the version\n{summary}"
+        );
+        assert!(summary.swaps >= 1, "{summary}");
+    }
     summary
 }
 
 macro_rules! seeds {
-    ($($name:ident: $seed:expr, $days:expr, $users:expr, $rich:expr;)*) => {$(
+    ($($name:ident: $seed:expr, $days:expr, $users:expr, $rich:expr, $upgrade:expr;)*) => {$(
         #[test]
         fn $name() {
             let mut sc = Scenario::new($seed, $days, $users);
             sc.rich = $rich;
+            sc.upgrade = $upgrade;
             clean(sc);
         }
     )*};
 }
 
-// Small tenants, mostly plain notifications, two rich; a week each.
+// Small tenants, mostly plain notifications, two rich; a week each; three hot-swap to a newer
+// guest after the faults.
 seeds! {
-    seed_11: 11, 7, 50, false;
-    seed_12: 12, 7, 80, false;
-    seed_13: 13, 7, 120, false;
-    seed_14: 14, 7, 200, false;
-    seed_15: 15, 7, 60, false;
-    seed_16: 16, 7, 100, false;
-    seed_17: 17, 7, 150, false;
-    seed_18: 18, 7, 50, false;
-    seed_22: 22, 7, 50, true;
-    seed_20: 20, 7, 60, true;
+    seed_11: 11, 7, 50, false, false;
+    seed_12: 12, 7, 80, false, false;
+    seed_13: 13, 7, 120, false, true;
+    seed_14: 14, 7, 200, false, false;
+    seed_15: 15, 7, 60, false, false;
+    seed_16: 16, 7, 100, false, true;
+    seed_17: 17, 7, 150, false, false;
+    seed_18: 18, 7, 50, false, false;
+    seed_22: 22, 7, 50, true, false;
+    seed_20: 20, 7, 60, true, true;
 }
 
 /// Found by the simulator on its first day: after a week with PBX drops, lost notifications and
@@ -91,9 +120,12 @@ fn a_quiet_week_is_clean() {
 
 #[test]
 fn a_seed_replays_identically() {
-    let sc = Scenario::new(5, 3, 60);
-    let a = run(guest(), &sc).unwrap();
-    let b = run(guest(), &sc).unwrap();
+    // With an upgrade to a newer guest in it: that replays too.
+    let mut sc = Scenario::new(5, 3, 60);
+    sc.upgrade = true;
+    let a = simulate(&sc);
+    let b = simulate(&sc);
+    assert_ne!(a.versions.0, a.versions.1, "{a}");
     assert_eq!(a.trace, b.trace, "\n{a}\n{b}");
     assert_eq!(a.events, b.events);
     assert_eq!(a.faults, b.faults);
@@ -122,4 +154,26 @@ fn a_broken_world_is_caught() {
     );
     // The run stopped at the violation, within the login bound after the faults ended.
     assert!(s.simulated_days < 2.0, "{s}");
+}
+
+#[test]
+fn a_lapsed_subscription_is_caught_and_replays_identically() {
+    // Once the faults stop, Microsoft fails every subscription call for good: the presence
+    // subscription expires and stays gone, so the lapse invariant must fire within its
+    // tolerance, and the failing seed must replay to the same violation.
+    let mut sc = Scenario::new(7, 2, 50);
+    sc.break_subscriptions = true;
+    let a = run(guest(), &sc).unwrap();
+    let v = a.violation.clone().expect("the lapse is detected");
+    assert!(v.contains("no-subscription-lapse"), "{a}");
+    assert!(
+        a.to_string().contains("--break-subscriptions"),
+        "the replay command names the sabotage\n{a}"
+    );
+    // Caught within a subscription lifetime (60 min) plus the tolerance after the faults.
+    let caught_h = a.simulated_days * 24.0 - a.faults_end_h;
+    assert!(caught_h > 0.0 && caught_h < 1.0 + 20.0 / 60.0 + 0.1, "{a}");
+    let b = run(guest(), &sc).unwrap();
+    assert_eq!(a.trace, b.trace, "\n{a}\n{b}");
+    assert_eq!(a.violation, b.violation);
 }

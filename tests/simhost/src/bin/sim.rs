@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use simhost::scenario::{Scenario, run};
+use simhost::scenario::{Scenario, run_with};
 use simhost::{Guest, engine};
 
-const USAGE: &str = "usage: sim [--seed N] [--days D] [--users U] [--rich] [--quiet] [--sabotage] [--seeds K] [--guest PATH]";
+const USAGE: &str = "usage: sim [--seed N] [--days D] [--users U] [--rich] [--quiet] [--sabotage] [--break-subscriptions] [--upgrade] [--seeds K] [--guest PATH]";
 
 fn main() -> ExitCode {
     match real_main() {
@@ -42,6 +42,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
             "--rich" => sc.rich = true,
             "--quiet" => sc.quiet = true,
             "--sabotage" => sc.sabotage = true,
+            "--break-subscriptions" => sc.break_subscriptions = true,
+            "--upgrade" => sc.upgrade = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(ExitCode::SUCCESS);
@@ -66,11 +68,19 @@ fn real_main() -> anyhow::Result<ExitCode> {
         guest_path.display(),
         started.elapsed().as_secs_f64()
     );
+    // Derived once, not per seed: compiling a guest costs more than a simulated day.
+    let newer = if sc.upgrade {
+        let (newer, version) = guest.newer()?;
+        println!("upgrades go to {version}");
+        Some(newer)
+    } else {
+        None
+    };
     let first = sc.seed;
     let (mut failed, mut days) = (Vec::new(), 0.0);
     for seed in first..first + seeds {
         let run_sc = Scenario { seed, ..sc.clone() };
-        let summary = run(&guest, &run_sc)?;
+        let summary = run_with(&guest, newer.as_ref(), &run_sc)?;
         println!("{summary}\n");
         days += summary.simulated_days;
         if summary.violation.is_some() {
