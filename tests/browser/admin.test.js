@@ -154,6 +154,15 @@ async function main() {
   if (!(await page.isChecked('input[data-target="config"]'))) throw new Error("trace switch not kept");
   await shot(page, "10-trace");
 
+  step("provisioning shows the two App objects and creates microsoft365-api");
+  await page.click("#tabs button[data-tab=provisioning]");
+  await page.waitForFunction(() => document.querySelectorAll("#app-objects .object").length === 2, null, { timeout: WAIT_MS });
+  const objects = await page.textContent("#app-objects");
+  if (!objects.includes("microsoft365-api")) throw new Error(`App objects: ${objects}`);
+  await page.click("#provision");
+  await page.waitForFunction(() => /done/.test(document.querySelector("#provision-state").textContent), null, { timeout: WAIT_MS });
+  await shot(page, "11-provisioning");
+
   step("secrets are absent from every response and no request carries the password");
   for (const secret of [cfg.password, cfg.accountPassword]) {
     const leak = bodies.find((b) => b.text.includes(secret) || b.headers.includes(secret));

@@ -148,7 +148,7 @@ pub const FIELDS: &[Field] = &[
         group: "F3 Calendar presence",
         label: "Notification URL",
         kind: Kind::Url,
-        help: "Public HTTPS base for calendar notifications",
+        help: "Public HTTPS base for calendar notifications; empty: the F1 Notification URL",
     },
     Field {
         name: "contact-search.tenant",
@@ -174,9 +174,9 @@ pub const FIELDS: &[Field] = &[
     Field {
         name: "contact-search.directory",
         group: "F4 Contact search",
-        label: "Directory",
-        kind: Kind::Text,
-        help: "Which directory the phone's search reads",
+        label: "Search the directory",
+        kind: Kind::Bool,
+        help: "Also search the company directory, not only the user's own contacts",
     },
     Field {
         name: "matching.pbx-field",

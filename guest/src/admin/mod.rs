@@ -170,6 +170,11 @@ pub fn route(env: &mut impl Env, req: &InboundRequest, status: &StatusInput) -> 
             )
             .into()
         }
+        ("GET", "/provisioning") => api(200, &crate::provisioning::status(env, status.pbx)).into(),
+        ("POST", "/provisioning") => match crate::provisioning::start(env, status.pbx) {
+            Ok(state) => api(202, &json!({"last": state})).into(),
+            Err(why) => error(409, &why).into(),
+        },
         ("GET", "/trace") => api(200, &trace_json(env)).into(),
         ("PUT" | "POST", "/trace") => {
             let body: Value = serde_json::from_slice(&req.body).unwrap_or_default();

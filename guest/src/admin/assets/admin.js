@@ -57,8 +57,8 @@ function showApp() {
 
 // ---- tabs ----------------------------------------------------------------------------------
 const loaders = { status: loadStatus, settings: loadSettings, accounts: loadAccounts,
-  matching: loadMatching, log: loadLog, trace: loadTrace };
-const refresh = { status: 3000, log: 2000, accounts: 3000 };
+  matching: loadMatching, log: loadLog, trace: loadTrace, provisioning: loadProvisioning };
+const refresh = { status: 3000, log: 2000, accounts: 3000, provisioning: 3000 };
 
 function stopTimer() { if (timer) clearInterval(timer); timer = null; }
 
@@ -251,6 +251,35 @@ async function loadTrace(data) {
   }
 }
 
+// ---- provisioning --------------------------------------------------------------------------
+async function loadProvisioning() {
+  const r = await api("GET", "provisioning");
+  if (r.status !== 200) return;
+  const d = r.data;
+  const box = $("#app-objects"); box.replaceChildren();
+  for (const o of d.objects || []) {
+    const flags = Object.entries(o.flags || {}).filter(([, on]) => on).map(([k]) => k).join(", ");
+    const rows = [["Name", o.name], ["SIP", o.sip], ["URL", o.url], ["Password", o.password],
+      ["Checkmarks", flags || "none"], ["By hand", o.by_hand || ""]];
+    const table = el("table", { class: "grid" }, el("tbody", {}, ...rows.map(([k, v]) =>
+      el("tr", {}, el("th", { text: k }), el("td", {}, k === "By hand" ? v : el("code", { text: v })))))));
+    box.append(el("div", { class: "card object" }, el("h2", { text: o.role }), table));
+  }
+  $("#provision").disabled = !d.can_apply;
+  $("#provision").title = d.why_not || "";
+  const last = d.last;
+  const msg = $("#provision-state");
+  msg.className = "message" + (last && last.state === "done" ? " ok" : last && last.state === "failed" ? " bad" : "");
+  msg.textContent = last ? `Last run: ${last.state}${last.action ? " (" + last.action + ")" : ""} – ${last.detail}`
+    : (d.why_not ? `The button needs: ${d.why_not}` : "");
+}
+
+async function provision() {
+  const r = await api("POST", "provisioning", {});
+  if (r.status >= 400) { $("#provision-state").className = "message bad"; $("#provision-state").textContent = r.data.error; }
+  loadProvisioning();
+}
+
 // ---- helpers -------------------------------------------------------------------------------
 function time(ms) { return new Date(ms).toLocaleTimeString(); }
 function ago(s) { return s < 60 ? `${s} s ago` : s < 3600 ? `${Math.floor(s / 60)} min ago` : `${Math.floor(s / 3600)} h ago`; }
@@ -261,6 +290,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("#logout").addEventListener("click", async () => { await api("POST", "logout", {}); showLogin("Logged out."); });
   document.querySelectorAll("#tabs button").forEach((b) => b.addEventListener("click", () => showTab(b.dataset.tab)));
   $("#save-settings").addEventListener("click", saveSettings);
+  $("#provision").addEventListener("click", provision);
   $("#account-form").addEventListener("submit", addAccount);
   $("#account-form").sign_in.addEventListener("change", (e) =>
     document.querySelectorAll("#account-form .pw input[type=password]").forEach((i) => (i.disabled = e.target.value === "device-code")));
