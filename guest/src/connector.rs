@@ -101,6 +101,7 @@ impl Connector {
             }
             Event::HttpRequest(id, req) => {
                 let presence = self.presence.as_ref().map(|p| p.status(env));
+                let calendar = self.calendar.as_ref().map(|c| c.status(env));
                 let status = StatusInput {
                     version: &crate::version(),
                     started_ms: self.started_ms,
@@ -108,6 +109,7 @@ impl Connector {
                     tokens: &self.tokens,
                     accounts: &self.accounts,
                     presence,
+                    calendar,
                     presence_out: self.presence_out.as_ref().map(|p| p.status(&self.tokens)),
                 };
                 if crate::admin::is_admin_path(&req.path) {

@@ -29,6 +29,8 @@ pub struct StatusInput<'a> {
     pub accounts: &'a [String],
     /// Teams -> PBX presence status (matching, subscriptions), when configured.
     pub presence: Option<Value>,
+    /// Calendar presence status (users, subscriptions), when configured.
+    pub calendar: Option<Value>,
     /// PBX -> Teams presence status (sign-in, monitors, writes), when configured.
     pub presence_out: Option<Value>,
 }
@@ -108,6 +110,7 @@ pub fn status_json(env: &mut impl Env, s: &StatusInput) -> Value {
         "master": s.pbx.master().and_then(|c| c.pbx.clone()),
         "pbx": connections,
         "presence": s.presence,
+        "calendar": s.calendar,
         "presence_out": s.presence_out,
     })
 }
