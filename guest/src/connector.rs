@@ -244,6 +244,7 @@ impl Connector {
             for ev in &self.pbx_events {
                 p.on_pbx(env, &mut self.pbx, &self.tokens, ev);
             }
+            p.after_event(env, &mut self.pbx);
         }
     }
 

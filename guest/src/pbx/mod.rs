@@ -17,6 +17,7 @@
 
 pub mod licence;
 pub mod login;
+pub mod monitor;
 pub mod presence;
 pub mod search;
 pub mod users;
@@ -205,6 +206,8 @@ pub enum PbxEvent {
         /// The PBX's error text.
         error: String,
     },
+    /// A result of impersonation traffic (alien calls).
+    Impersonation(ImpersonationResult),
     /// A licence check answered.
     Licence {
         /// User guid.
@@ -231,6 +234,20 @@ pub enum PbxEvent {
         /// The login said the user holds no licence for the app.
         unlicensed: bool,
     },
+}
+
+/// A result on `PbxImpersonation` or an impersonated `PbxApi.<n>` (alien calls, see
+/// [`monitor`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImpersonationResult {
+    /// Connection.
+    pub ws: WsId,
+    /// The API it came on.
+    pub api: String,
+    /// The message type, e.g. `CreateApiResult`.
+    pub mt: String,
+    /// The message.
+    pub msg: Value,
 }
 
 /// Why a PBX request could not be sent.
@@ -496,6 +513,17 @@ impl Pbx {
             (Some("PbxAdminApi"), "GetAppObjectsResult" | "UpdateObjectResult") => {
                 let src = head.src.as_deref();
                 crate::provisioning::on_admin_result(env, self, conn.ws, mt, src, text);
+            }
+            (Some(api), _)
+                if monitor::is_impersonation(api)
+                    && conn.login.as_ref().is_some_and(|l| l.object) =>
+            {
+                out.push(PbxEvent::Impersonation(ImpersonationResult {
+                    ws: conn.ws,
+                    api: api.to_string(),
+                    mt: mt.to_string(),
+                    msg: serde_json::from_str(text).unwrap_or(Value::Null),
+                }));
             }
             (None, "AppInfo") => search::answer_app_info(env, conn.ws, text, head.src.as_deref()),
             (Some(search::API), "Search") => search::request(env, conn, text, out),

@@ -1452,6 +1452,10 @@ impl PresenceSync {
             store::set_json(env, &key, &applied);
             return;
         }
+        if !matches!(decide(&applied, p, false), Decision::OutOfOrder) {
+            // A Teams call may make the PBX user busy (F2 option `presence-out.alien-calls`).
+            crate::presence_out::alien::teams_presence(env, &m.guid, &p.activity);
+        }
         let activity = match decide(&applied, p, forced) {
             Decision::OutOfOrder => {
                 env.counter_add(

@@ -18,6 +18,7 @@
 //! `presence-out/mon/<pbx guid>` the connection a user's presence monitor runs on,
 //! `presence-out/own/<entra id>` (see [`echo`]).
 
+pub mod alien;
 pub mod batch;
 pub mod echo;
 pub mod mapping;
@@ -33,7 +34,7 @@ use crate::graph::api;
 use crate::graph::token::{self, Client};
 use crate::graph::tokens::{AuthState, SignIn, TokenEvent, Tokens};
 use crate::matching::{self, Matched};
-use crate::pbx::{Pbx, PbxError, PbxEvent, users};
+use crate::pbx::{ImpersonationResult, Pbx, PbxError, PbxEvent, monitor, users};
 use crate::settings::{self, Settings};
 use crate::store;
 use batch::Op;
@@ -450,6 +451,11 @@ impl PresenceOut {
                     env.kv_delete(&monitor_key(&guid));
                 }
                 self.scan(env, pbx);
+                if self.cfg.alien_calls {
+                    for guid in alien::teams_calls(env) {
+                        alien::mark_due(env, &guid);
+                    }
+                }
             }
             PbxEvent::Disconnected { ws, .. } => {
                 let lost: Vec<String> = self
@@ -465,10 +471,14 @@ impl PresenceOut {
                         self.seen(env, &m.id, None);
                     }
                 }
+                for guid in alien::forget_connection(env, *ws) {
+                    alien::mark_due(env, &guid);
+                }
                 // Another connection (the master) may take over at once.
                 self.scan(env, pbx);
             }
             PbxEvent::UsersLoaded { .. } => self.scan(env, pbx),
+            PbxEvent::Impersonation(r) => self.on_impersonation(env, pbx, r),
             PbxEvent::PresenceMonitor { guid, up, .. } => {
                 if let Some(mon) = self.monitors.get_mut(guid) {
                     if mon.up != Some(*up) && !*up {
@@ -498,6 +508,10 @@ impl PresenceOut {
                     return;
                 }
                 let activity = mapping::counted_activity(items, &self.cfg.excluded).to_string();
+                if activity == mapping::ON_THE_PHONE && alien::active(env, guid) {
+                    // Our own alien call (a Teams call) must not come back as a PBX call.
+                    return;
+                }
                 if mapping::target(&activity).is_none()
                     && self.unknown_logged.insert(activity.clone())
                 {
@@ -514,6 +528,141 @@ impl PresenceOut {
             _ => {}
         }
         self.flush_soon(env, tokens);
+    }
+
+    /// Work left by the event: alien calls of users whose Teams call started or ended.
+    pub fn after_event(&mut self, env: &mut impl Env, pbx: &mut Pbx) {
+        if !self.cfg.alien_calls {
+            return;
+        }
+        for guid in alien::take_due(env, 100) {
+            let want = alien::in_teams_call(env, &guid);
+            let have = alien::get(env, &guid);
+            match (want, have) {
+                (true, None) => {
+                    let Some(m) = self.users.get(&guid).cloned() else {
+                        continue;
+                    };
+                    let Some(sip) = self.sip(env, pbx, &guid) else {
+                        continue;
+                    };
+                    match pbx.create_user_api(env, Some(&m.loc), &sip, &guid) {
+                        Ok(ws) => alien::put(
+                            env,
+                            &guid,
+                            Some(&alien::AlienCall {
+                                ws,
+                                ..Default::default()
+                            }),
+                        ),
+                        Err(e) => env.log(
+                            Level::Warn,
+                            target::APP,
+                            &format!(
+                                "{} is in a Teams call but cannot be made busy in the PBX: {e}",
+                                m.name
+                            ),
+                        ),
+                    }
+                }
+                (true, Some(mut c)) if c.removing => {
+                    c.removing = false;
+                    alien::put(env, &guid, Some(&c));
+                }
+                (false, Some(mut c)) => match (&c.target, c.id) {
+                    (Some(target), Some(id)) => {
+                        let _ = pbx.remove_alien_call(env, c.ws, target, id, &guid);
+                        alien::put(env, &guid, None);
+                    }
+                    // Still being set up: removed as soon as it exists.
+                    _ => {
+                        c.removing = true;
+                        alien::put(env, &guid, Some(&c));
+                    }
+                },
+                _ => {}
+            }
+        }
+    }
+
+    fn on_impersonation(&mut self, env: &mut impl Env, pbx: &mut Pbx, r: &ImpersonationResult) {
+        let Some(guid) = r.msg["src"].as_str().and_then(monitor::parse_src) else {
+            return;
+        };
+        let guid = guid.to_string();
+        let Some(mut c) = alien::get(env, &guid) else {
+            return;
+        };
+        let error = crate::pbx::presence::error_of(&r.msg);
+        let name = self
+            .users
+            .get(&guid)
+            .map(|m| m.name.clone())
+            .unwrap_or_else(|| guid.clone());
+        match r.mt.as_str() {
+            "CreateApiResult" => {
+                let target = r.msg["target"].as_str().filter(|t| !t.is_empty());
+                match (error, target) {
+                    (None, Some(target)) => {
+                        c.target = Some(target.to_string());
+                        if c.removing {
+                            let _ = pbx.delete_user_api(env, c.ws, target, &guid);
+                            alien::put(env, &guid, None);
+                        } else {
+                            let _ = pbx.add_alien_call(env, c.ws, target, &guid);
+                            alien::put(env, &guid, Some(&c));
+                        }
+                    }
+                    (e, _) => {
+                        env.log(
+                            Level::Warn,
+                            target::APP,
+                            &format!(
+                                "{name}: PbxImpersonation refused ({}); enable impersonation on the App object",
+                                e.unwrap_or_else(|| "no target".into())
+                            ),
+                        );
+                        alien::put(env, &guid, None);
+                    }
+                }
+            }
+            "AddAlienCallResult" => {
+                let target = c.target.clone().unwrap_or_default();
+                match (error, r.msg["id"].as_u64()) {
+                    (None, Some(id)) if c.removing => {
+                        let _ = pbx.remove_alien_call(env, c.ws, &target, id, &guid);
+                        alien::put(env, &guid, None);
+                    }
+                    (None, Some(id)) => {
+                        c.id = Some(id);
+                        alien::put(env, &guid, Some(&c));
+                        env.log(
+                            Level::Info,
+                            target::APP,
+                            &format!("{name} is in a Teams call: busy for PBX calls"),
+                        );
+                    }
+                    (e, _) => {
+                        env.log(
+                            Level::Warn,
+                            target::APP,
+                            &format!("{name}: AddAlienCall refused ({})", e.unwrap_or_default()),
+                        );
+                        let _ = pbx.delete_user_api(env, c.ws, &target, &guid);
+                        alien::put(env, &guid, None);
+                    }
+                }
+            }
+            _ => {
+                if let Some(e) = error {
+                    env.log(
+                        Level::Warn,
+                        target::APP,
+                        &format!("{name}: {} failed: {e}", r.mt),
+                    );
+                }
+            }
+        }
     }
 
     /// Records the PBX activity that counts for a user; a change makes the user dirty.

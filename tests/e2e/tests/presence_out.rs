@@ -481,3 +481,57 @@ fn dnd_during_calls_option_stops_teams_ringing() -> Result<()> {
         Ok(())
     })
 }
+
+#[test]
+fn alien_call_option_makes_a_teams_caller_busy_in_the_pbx() -> Result<()> {
+    let persons = people(2, 57);
+    let alien = [("presence-out.alien-calls", "true")];
+    Stack::run(options(&persons, &alien), |stack| {
+        wait_monitored(stack, 2)?;
+        teams_clients(stack, &persons)?;
+        for p in &persons {
+            let id = entra_id(stack, p)?;
+            // A real Teams call (the Teams client, not the connector).
+            stack
+                .m365()
+                .set_teams_presence(&p.email, "Busy", "InACall")?;
+            let calls = stack.wait_until(&format!("an alien call for {}", p.h323), |s| {
+                let calls = s.pbx().call("GET", "/alien-calls", None)?;
+                let mine: Vec<Value> = calls
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|c| c["user"] == p.guid.as_str())
+                    .collect();
+                Ok((!mine.is_empty()).then_some(mine))
+            })?;
+            ensure(calls.len() == 1, || format!("{calls:?}"))?;
+            // The PBX shows the user on the phone, and that is not written back to Teams.
+            settle(Duration::from_secs(2));
+            let view = stack.pbx().presence(&p.guid)?;
+            ensure(view.to_string().contains("on-the-phone"), || {
+                format!("{view}")
+            })?;
+            ensure(writes_of(stack, &id)?.is_empty(), || {
+                format!(
+                    "the alien call echoed to Teams: {:?}",
+                    writes_of(stack, &id)
+                )
+            })?;
+            // The Teams call ends: the alien call goes.
+            stack
+                .m365()
+                .set_teams_presence(&p.email, "Available", "Available")?;
+            stack.wait_until(&format!("no alien call for {}", p.h323), |s| {
+                let calls = s.pbx().call("GET", "/alien-calls", None)?;
+                Ok((!calls.to_string().contains(p.guid.as_str())).then_some(()))
+            })?;
+            settle(Duration::from_secs(1));
+            ensure(writes_of(stack, &id)?.is_empty(), || {
+                format!("writes to Teams: {:?}", writes_of(stack, &id))
+            })?;
+        }
+        Ok(())
+    })
+}
