@@ -1030,11 +1030,20 @@ impl Pbx {
         activity: &str,
         note: &str,
     ) -> Result<WsId, PbxError> {
-        let ws = self.route(loc, "PbxApi")?;
-        let req = presence::set_request(guid, &self.settings.calendar_contact, activity, note);
-        send(env, ws, &req)
-            .then_some(ws)
-            .ok_or(PbxError::SendFailed)
+        let sent = self.route(loc, "PbxApi").and_then(|ws| {
+            let req = presence::set_request(guid, &self.settings.calendar_contact, activity, note);
+            send(env, ws, &req)
+                .then_some(ws)
+                .ok_or(PbxError::SendFailed)
+        });
+        // The calendar's write point into the PBX: audited like the Teams item.
+        let result = match &sent {
+            Ok(_) => "sent".to_string(),
+            Err(e) => format!("failed: {e}"),
+        };
+        let why = "calendar event of the matched user (calendar item)";
+        crate::audit::pbx_write(env, self.master_name(), guid, activity, note, why, result);
+        sent
     }
 
     /// Starts monitoring the presence of user `sip`/`guid` on the PBX of `loc` (or the master).
