@@ -33,6 +33,10 @@ pub const ACCOUNT: &str = "contact-search";
 
 /// Cached answers kept at most; the oldest go first.
 const CACHE_MAX: usize = 2_000;
+/// How long to leave Graph alone after a 429 without `Retry-After`.
+const DEFAULT_THROTTLE_MS: u64 = 10_000;
+/// Key of the directory in [`ContactSearch`]'s throttling map (mailboxes are keyed by user id).
+const DIRECTORY: &str = "";
 
 /// The settings of the feature (`contact-search.*`, see guest/README.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +150,9 @@ pub struct ContactSearch {
     flights: BTreeMap<u64, Flight>,
     next_flight: u64,
     cache: BTreeMap<(String, String), (u64, Vec<Found>)>,
+    /// Until when Graph asked us to leave a mailbox (or the directory) alone: calls made
+    /// while throttled would still count against the limit (graph.md §7.2).
+    throttled: BTreeMap<String, u64>,
 }
 
 impl ContactSearch {
@@ -157,6 +164,7 @@ impl ContactSearch {
             flights: BTreeMap::new(),
             next_flight: 1,
             cache: BTreeMap::new(),
+            throttled: BTreeMap::new(),
         }
     }
 
@@ -243,6 +251,11 @@ impl ContactSearch {
             answer(env, &[waiter], found);
             return;
         }
+        if self.throttled.get(&key.0).is_some_and(|until| now < *until) {
+            env.counter_add("contact_search_throttled_total", &[], 1);
+            answer(env, &[waiter], &[]);
+            return;
+        }
         // The same user searching the same again while Graph is still busy: join that call.
         if let Some(f) = self.flights.values_mut().find(|f| f.key == key) {
             f.waiters.push(waiter);
@@ -292,7 +305,9 @@ impl ContactSearch {
         let timeout = self.cfg.timeout_ms as u32;
         let contacts = query::contacts_request(&self.cfg.graph_url, &tok, &f.key.0, &word, timeout);
         f.requests.push((env.http_start(contacts), false));
+        let directory_throttled = self.throttled.get(DIRECTORY).is_some_and(|u| now < *u);
         if self.cfg.directory
+            && !directory_throttled
             && let Some(r) = query::directory_request(&self.cfg.graph_url, &tok, &word, timeout)
         {
             f.requests.push((env.http_start(r), true));
@@ -358,11 +373,16 @@ impl ContactSearch {
         };
         let directory = f.requests.contains(&(id, true));
         f.requests.retain(|r| r.0 != id);
-        match result
-            .as_ref()
-            .map_err(|e| format!("{e:?}"))
-            .and_then(|r| api::check(r).map_err(|e| e.to_string()))
-        {
+        let outcome = match result {
+            Err(e) => Err((format!("{e:?}"), None)),
+            Ok(r) => api::check(r).map_err(|e| {
+                let wait = e
+                    .retry_after_ms
+                    .or((e.status == 429).then_some(DEFAULT_THROTTLE_MS));
+                (e.to_string(), wait)
+            }),
+        };
+        match outcome {
             Ok(resp) => {
                 let body = query::values(&resp.body);
                 let parse = if directory {
@@ -372,7 +392,17 @@ impl ContactSearch {
                 };
                 f.found.extend(body.iter().map(parse));
             }
-            Err(e) => {
+            Err((e, wait)) => {
+                if let Some(ms) = wait {
+                    let key = if directory {
+                        DIRECTORY
+                    } else {
+                        f.key.0.as_str()
+                    };
+                    let now = env.now_ms();
+                    self.throttled.retain(|_, until| *until > now);
+                    self.throttled.insert(key.to_string(), now + ms);
+                }
                 f.failed = true;
                 env.counter_add("contact_search_graph_errors_total", &[], 1);
                 env.log(

@@ -219,8 +219,21 @@ fn throttled_graph_answers_empty_at_once_and_is_not_cached() {
             .values()
             .any(|(_, t)| t.starts_with("contact-search:"))
     );
-    // Not cached: the next search asks Graph again and gets the contacts.
+    // Graph asked for 10 s of quiet: searches meanwhile answer empty without calling it.
+    let calls = |env: &TestEnv| {
+        env.requests
+            .iter()
+            .filter(|(_, r)| r.url.contains("/contacts?"))
+            .count()
+    };
+    env.now_ms += 9_000;
+    search(&mut c, &mut env, 5, "quiet", "gary");
+    assert_eq!(answers(&env, 5, "quiet"), (vec![], 1));
+    assert_eq!(calls(&env), 1);
+    // Not cached: after the wait the same search asks Graph again and gets the contacts.
+    env.now_ms += 1_000;
     search(&mut c, &mut env, 5, "2", "gar");
+    assert_eq!(calls(&env), 2);
     let (id2, _) = contacts_call(&env);
     assert_ne!(id, id2);
     c.handle(
