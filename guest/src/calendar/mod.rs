@@ -355,6 +355,9 @@ impl CalendarSync {
         if std::mem::take(&mut self.read_everyone) {
             self.queue.extend(self.matched.keys().cloned());
         }
+        if self.listed {
+            self.renew_stale(env, tokens);
+        }
         self.converge(env, tokens);
         self.pump(env, tokens);
     }
@@ -506,6 +509,30 @@ impl CalendarSync {
                 user: user.to_string(),
             },
         );
+    }
+
+    /// Renews what was not renewed within the last half renewal period (a renewal that failed,
+    /// or was skipped without a token), long before the subscription lapses.
+    fn renew_stale(&mut self, env: &mut impl Env, tokens: &Tokens) {
+        let stale =
+            self.graph_now(env) + self.cfg.lifetime_ms.saturating_sub(self.cfg.renew_ms / 2);
+        let renewing: BTreeSet<String> = self
+            .pending
+            .values()
+            .filter_map(|p| match p {
+                Pending::Renew { user } => Some(user.clone()),
+                _ => None,
+            })
+            .collect();
+        let due: Vec<String> = self
+            .subs
+            .iter()
+            .filter(|(u, r)| r.expiry_ms < stale && !renewing.contains(*u))
+            .map(|(u, _)| u.clone())
+            .collect();
+        for user in due {
+            self.renew(env, tokens, &user);
+        }
     }
 
     /// Starts calendarView reads for queued users, a few at a time.
@@ -837,6 +864,10 @@ impl CalendarSync {
                 for user in self.subs.keys().cloned().collect::<Vec<_>>() {
                     self.renew(env, tokens, &user);
                 }
+                if self.token(env, tokens).is_none() {
+                    // Renewed once the token is back (`on_token`) or at the retry.
+                    self.retry_later(env, None);
+                }
                 self.set_timer(env, self.cfg.renew_ms, "renew");
             }
             "retry" => {
@@ -844,6 +875,7 @@ impl CalendarSync {
                 if !self.listed && !self.listing {
                     self.list(env, tokens, None);
                 }
+                self.renew_stale(env, tokens);
             }
             _ => {
                 if let Some(user) = kind.strip_prefix("at:") {
@@ -975,6 +1007,12 @@ impl CalendarSync {
             target::GRAPH,
             &format!("calendar notification dropped ({reason}): {what}"),
         );
+    }
+
+    /// Per subscribed user: when the event subscription expires (ms since the epoch), for the
+    /// `graph_subscriptions` gauge (cheap, in memory).
+    pub fn subscription_expiries(&self) -> Vec<Option<u64>> {
+        self.subs.values().map(|r| Some(r.expiry_ms)).collect()
     }
 
     /// For `GET /status`: matched users, subscriptions and users with a running event.

@@ -97,6 +97,14 @@ impl T {
         req
     }
 
+    /// A new access token, as the token manager gets one before the old one expires.
+    fn fresh_token(&mut self) {
+        self.tokens.start(&mut self.env, ACCOUNT);
+        let (id, _) = self.env.requests.pop().unwrap();
+        let ok = HttpResponse::json(200, &json!({"access_token": "AT2", "expires_in": 3600}));
+        self.tokens.on_response(&mut self.env, id, &Ok(ok)).unwrap();
+    }
+
     fn urls(&self) -> Vec<String> {
         self.env
             .requests
@@ -232,6 +240,50 @@ fn renewal_404_and_subscription_removed_create_a_new_one() {
     assert_eq!(
         t.urls(),
         vec![format!("PATCH {GRAPH}/v1.0/subscriptions/S3")]
+    );
+}
+
+#[test]
+fn a_failed_renewal_is_retried_before_the_subscription_lapses() {
+    let mut t = started(TestEnv::new(), &["a"]);
+    t.answer("GET", "/subscriptions", listed(json!([])));
+    let expiry = iso(t.env.now_ms + MAX_LIFETIME_MS);
+    t.answer(
+        "POST",
+        "/subscriptions",
+        HttpResponse::json(201, &json!({"id": "S1", "expirationDateTime": expiry})),
+    );
+    // A day later (the token manager kept the token fresh) the renewal meets a Graph outage.
+    t.env.now_ms += 86_400_000;
+    t.fresh_token();
+    let (id, tag) = t
+        .env
+        .timers
+        .iter()
+        .find(|(_, (_, tag))| tag == "cal:renew")
+        .map(|(id, (_, tag))| (*id, tag.clone()))
+        .unwrap();
+    t.cal.on_timer(&mut t.env, &mut t.pbx, &t.tokens, id, &tag);
+    let unavailable = HttpResponse::json(
+        503,
+        &json!({"error": {"code": "ServiceUnavailable", "message": "later"}}),
+    );
+    t.answer("PATCH", "/subscriptions/S1", unavailable);
+    let (id, (after, tag)) = t
+        .env
+        .timers
+        .iter()
+        .find(|(_, (_, tag))| tag == "cal:retry")
+        .map(|(id, v)| (*id, v.clone()))
+        .expect("a retry is planned");
+    assert!(after <= 5 * 60_000 * 5 / 4, "{after}");
+    t.env.requests.clear();
+    t.cal.on_timer(&mut t.env, &mut t.pbx, &t.tokens, id, &tag);
+    assert!(
+        t.urls()
+            .contains(&format!("PATCH {GRAPH}/v1.0/subscriptions/S1")),
+        "{:?}",
+        t.urls()
     );
 }
 
