@@ -340,6 +340,9 @@ impl Connector {
         } else {
             self.presence = None;
         }
+        if let Some(old) = &mut self.contact_search {
+            old.stop(env);
+        }
         self.contact_search = contact_search::Config::read(env).map(|cfg| {
             let mut c = ContactSearch::new(cfg);
             c.start(env);

@@ -181,6 +181,22 @@ impl ContactSearch {
         self.on_token_events(env, events);
     }
 
+    /// Answers every search still out (empty) and drops the feature's requests and timers,
+    /// e.g. before the settings are read again: the Phone App must not wait in vain.
+    pub fn stop(&mut self, env: &mut impl Env) {
+        let ids: Vec<u64> = self.flights.keys().copied().collect();
+        for id in ids {
+            if let Some(f) = self.flights.get_mut(&id) {
+                f.failed = true;
+                for (r, _) in f.requests.drain(..) {
+                    env.http_cancel(r);
+                }
+            }
+            self.finish(env, id);
+        }
+        self.tokens.remove(env, ACCOUNT);
+    }
+
     /// Whether the application token is held (for status pages and tests).
     pub fn ready(&self, now_ms: u64) -> bool {
         self.tokens.access_token(ACCOUNT, now_ms).is_some()

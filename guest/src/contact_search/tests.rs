@@ -432,3 +432,24 @@ fn the_directory_is_searched_too_when_configured() {
         )
     );
 }
+
+#[test]
+fn searches_in_flight_are_answered_when_the_settings_are_read_again() {
+    let (mut c, mut env) = started();
+    grant_token(&mut c, &mut env);
+    user_session(&mut c, &mut env, 5, GUID, false);
+    search(&mut c, &mut env, 5, "1", "gar");
+    let (id, _) = contacts_call(&env);
+    c.reconfigure(&mut env);
+    assert_eq!(answers(&env, 5, "1"), (vec![], 1));
+    assert!(env.cancelled_requests.contains(&id));
+    // The new configuration signs in afresh.
+    assert!(
+        env.requests
+            .last()
+            .unwrap()
+            .1
+            .url
+            .ends_with("/oauth2/v2.0/token")
+    );
+}
