@@ -478,3 +478,60 @@ fn missing_visibility_is_reported_per_user() {
     assert_eq!(s["not_visible"][0]["name"], "user1");
     assert!(env.logged("not visible to the App object"));
 }
+
+#[test]
+fn on_the_phone_of_our_own_alien_call_is_not_a_pbx_call() {
+    let mut env = env();
+    env.set_config("presence-out.alien-calls", "true");
+    let (mut po, t) = started(&mut env, 1);
+    // The connector holds an alien call for g0 (a Teams call): the PBX shows on-the-phone.
+    alien::put(
+        &mut env,
+        "g0",
+        Some(&alien::AlienCall {
+            ws: 1,
+            target: Some("PbxApi.0".into()),
+            id: Some(7),
+            removing: false,
+        }),
+    );
+    pbx_says(&mut env, &mut po, &t, "g0", "on-the-phone");
+    fire_flush(&mut env, &mut po, &t);
+    assert!(
+        batches(&env).is_empty(),
+        "our alien call went back to Teams"
+    );
+    // Without it, on-the-phone is a PBX call.
+    alien::put(&mut env, "g0", None);
+    pbx_says(&mut env, &mut po, &t, "g0", "");
+    pbx_says(&mut env, &mut po, &t, "g0", "on-the-phone");
+    fire_flush(&mut env, &mut po, &t);
+    assert_eq!(
+        urls(&batches(&env)[0].1),
+        vec!["/users/u0/presence/setPresence"]
+    );
+}
+
+#[test]
+fn unknown_pbx_activities_change_nothing_and_are_logged_once() {
+    let mut env = env();
+    let (mut po, t) = started(&mut env, 1);
+    pbx_says(&mut env, &mut po, &t, "g0", "away");
+    fire_flush(&mut env, &mut po, &t);
+    let b = batches(&env);
+    answer(&mut env, &mut po, &t, b[0].0, &b[0].1, 200);
+    env.requests.clear();
+    for _ in 0..3 {
+        pbx_says(&mut env, &mut po, &t, "g0", "juggling");
+        pbx_says(&mut env, &mut po, &t, "g0", "away");
+    }
+    pbx_says(&mut env, &mut po, &t, "g0", "juggling");
+    fire_flush(&mut env, &mut po, &t);
+    assert!(batches(&env).is_empty());
+    let logged = env
+        .logs
+        .iter()
+        .filter(|(_, _, m)| m.contains("`juggling`"))
+        .count();
+    assert_eq!(logged, 1);
+}

@@ -535,3 +535,26 @@ fn alien_call_option_makes_a_teams_caller_busy_in_the_pbx() -> Result<()> {
         Ok(())
     })
 }
+
+#[test]
+fn users_the_app_object_cannot_see_are_reported() -> Result<()> {
+    let persons = people(2, 58);
+    Stack::run(options(&persons, &[]), |stack| {
+        wait_monitored(stack, 2)?;
+        let hidden = &persons[1];
+        stack.pbx().call(
+            "PUT",
+            &format!("/users/{}/visibility", hidden.guid),
+            Some(json!({"presence": false, "otf": false, "note": false})),
+        )?;
+        let listed = stack.wait_until("the hidden user in presence_out.not_visible", |s| {
+            let st = s.connector().status_json()?;
+            let list = st["presence_out"]["not_visible"].clone();
+            Ok((list.as_array().is_some_and(|a| a.len() == 1)).then(|| list[0].clone()))
+        })?;
+        ensure(listed["guid"] == hidden.guid.as_str(), || {
+            format!("{listed}")
+        })?;
+        Ok(())
+    })
+}
