@@ -21,6 +21,7 @@ pub mod event;
 pub mod graph;
 pub mod http;
 pub mod matching;
+pub mod metrics;
 pub mod pbx;
 pub mod presence_in;
 pub mod provisioning;

@@ -1782,6 +1782,13 @@ impl PresenceSync {
         }
     }
 
+    /// Per account: when its presence subscription expires (ms since the epoch), `None` while
+    /// it has none (for the `graph_subscriptions` gauge; cheap, in memory).
+    pub fn subscription_expiries(&self) -> Vec<Option<u64>> {
+        let records = self.subs.values().map(|s| s.record.as_ref());
+        records.map(|r| r.map(|r| r.expiry_ms)).collect()
+    }
+
     /// What the status page shows.
     pub fn status(&self, env: &mut impl Env) -> Value {
         let accounts: Vec<Value> = self
