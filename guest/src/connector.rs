@@ -61,6 +61,9 @@ impl Connector {
         }
         store::count_event(env, kind);
         env.counter_add("guest_events_total", &[("kind", kind)], 1);
+        if let Event::HttpResponse(_, result) = &event {
+            crate::metrics::http_completed(env, result);
+        }
         self.pbx_events.clear();
         self.token_events.clear();
         // F1 re-matches users on its timers; the calendar then looks at the matches again.
@@ -198,6 +201,7 @@ impl Connector {
         self.feed_presence_out(env);
         self.feed_contact_search(env);
         self.feed_calendar(env, f1_timer);
+        crate::metrics::after_event(env, self);
         env.gauge_set(
             "pbx_connections",
             &[],
