@@ -21,6 +21,7 @@ const cfg = {
   m365Control: need("M365_CONTROL"),
   personEmail: need("PERSON_EMAIL"),
   personName: need("PERSON_NAME"),
+  deviceUser: need("DEVICE_USER"),
   screenshots: need("SCREENSHOTS"),
   chromium: process.env.CHROMIUM || "/usr/bin/chromium",
 };
@@ -154,6 +155,23 @@ async function main() {
   if (!(await page.isChecked('input[data-target="config"]'))) throw new Error("trace switch not kept");
   await shot(page, "10-trace");
 
+  step("a device-code account shows its user code on the page and signs in once approved");
+  await page.click("#tabs button[data-tab=accounts]");
+  await page.fill("#account-form input[name=name]", "teams2");
+  await page.selectOption("#account-form select[name=sign_in]", "device-code");
+  await page.fill("#account-form input[name=username]", cfg.deviceUser);
+  await page.click("#account-form button[type=submit]");
+  await page.waitForSelector("#account-device .device-code code", { timeout: WAIT_MS });
+  const userCode = (await page.textContent("#account-device .device-code code")).trim();
+  await shot(page, "11-device-code");
+  const approve = await fetch(`${cfg.m365Control}/control/device/approve`, {
+    method: "POST", headers: { "content-type": "application/json" },
+    body: JSON.stringify({ userCode, user: cfg.deviceUser }),
+  });
+  if (!approve.ok) throw new Error(`approving ${userCode}: ${approve.status}`);
+  await page.waitForSelector('tr[data-account="teams2"] .dot.green', { timeout: WAIT_MS });
+  if (await page.isVisible("#account-device .device-code")) throw new Error("the user code still shows after sign-in");
+
   step("provisioning shows the two App objects and creates microsoft365-api");
   await page.click("#tabs button[data-tab=provisioning]");
   await page.waitForFunction(() => document.querySelectorAll("#app-objects .object").length === 2, null, { timeout: WAIT_MS });
@@ -161,7 +179,7 @@ async function main() {
   if (!objects.includes("microsoft365-api")) throw new Error(`App objects: ${objects}`);
   await page.click("#provision");
   await page.waitForFunction(() => /done/.test(document.querySelector("#provision-state").textContent), null, { timeout: WAIT_MS });
-  await shot(page, "11-provisioning");
+  await shot(page, "12-provisioning");
 
   step("secrets are absent from every response and no request carries the password");
   for (const secret of [cfg.password, cfg.accountPassword]) {

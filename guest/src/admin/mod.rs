@@ -376,7 +376,7 @@ fn matching_rows(env: &mut impl Env, filter: Option<&str>) -> Vec<Value> {
     });
     store::for_each(env, matching::PROBLEM_PREFIX, |_, v| {
         if let Ok(p) = serde_json::from_slice::<Problem>(v) {
-            let reason = serde_json::to_value(&p.reason)
+            let reason = serde_json::to_value(p.reason)
                 .ok()
                 .and_then(|r| r.as_str().map(str::to_string))
                 .unwrap_or_default();

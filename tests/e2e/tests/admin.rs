@@ -17,6 +17,7 @@ use serde_json::json;
 const CLIENT_ID: &str = "7f3c2a10-4b5d-4e6f-8a9b-0c1d2e3f4a5b";
 const ACCOUNT_USER: &str = "teams.admin@contoso.onmicrosoft.com";
 const ACCOUNT_PASSWORD: &str = "Adm1n-Pa$$ word&+%";
+const DEVICE_USER: &str = "teams.mfa@contoso.onmicrosoft.com";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -45,6 +46,11 @@ fn admin_page_in_a_browser() -> Result<()> {
         "displayName": "Teams Admin Sync", "userPrincipalName": ACCOUNT_USER,
         "password": ACCOUNT_PASSWORD, "teams": true,
     }));
+    // Signs in by device code only (MFA), approved in the fake with the code the page shows.
+    m365.users.push(json!({
+        "displayName": "Teams MFA Sync", "userPrincipalName": DEVICE_USER,
+        "password": "Mfa-Passw0rd!", "teams": true, "mfaRequired": true,
+    }));
     let password = options.instance_password.clone();
     Stack::run(options, |stack| {
         stack.wait_for_pbx_logins()?;
@@ -60,6 +66,7 @@ fn admin_page_in_a_browser() -> Result<()> {
             .env("M365_CONTROL", &stack.m365().control_url)
             .env("PERSON_EMAIL", &persons[0].email)
             .env("PERSON_NAME", &persons[0].h323)
+            .env("DEVICE_USER", DEVICE_USER)
             .env("SCREENSHOTS", &screenshots)
             .env("CHROMIUM", &chromium)
             .output()
@@ -77,6 +84,8 @@ fn admin_page_in_a_browser() -> Result<()> {
         let status = stack.connector().status()?;
         let account = status.account("teams1").context("teams1 not in /status")?;
         anyhow::ensure!(account.state == "ready", "teams1 is {}", account.state);
+        let device = status.account("teams2").context("teams2 not in /status")?;
+        anyhow::ensure!(device.state == "ready", "teams2 is {}", device.state);
         // The host log never shows the secrets typed into the page.
         let log = stack.host_log();
         anyhow::ensure!(!log.contains(ACCOUNT_PASSWORD) && !log.contains(&password));

@@ -262,7 +262,7 @@ async function loadProvisioning() {
     const rows = [["Name", o.name], ["SIP", o.sip], ["URL", o.url], ["Password", o.password],
       ["Checkmarks", flags || "none"], ["By hand", o.by_hand || ""]];
     const table = el("table", { class: "grid" }, el("tbody", {}, ...rows.map(([k, v]) =>
-      el("tr", {}, el("th", { text: k }), el("td", {}, k === "By hand" ? v : el("code", { text: v })))))));
+      el("tr", {}, el("th", { text: k }), el("td", {}, k === "By hand" ? v : el("code", { text: v }))))));
     box.append(el("div", { class: "card object" }, el("h2", { text: o.role }), table));
   }
   $("#provision").disabled = !d.can_apply;
