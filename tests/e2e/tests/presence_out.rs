@@ -169,6 +169,17 @@ fn pbx_items(stack: &Stack, p: &Person) -> Result<Vec<(String, String)>> {
         .collect())
 }
 
+/// Teams notifications of the connector's own writes that F1 dropped (host metrics).
+fn own_writes_dropped(stack: &Stack) -> Result<u64> {
+    let metrics = e2e::http::request("GET", &format!("{}/metrics", stack.host_url()), None)?;
+    Ok(metrics
+        .body
+        .lines()
+        .filter(|l| l.starts_with("presence_updates_dropped_total") && l.contains("own-write"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64)
+}
+
 /// Microsoft's clock (the fake's), ms since the epoch.
 fn graph_now(stack: &Stack) -> Result<i64> {
     stack.m365().call("GET", "/tenant", None)?["now"]
@@ -317,6 +328,10 @@ fn nothing_echoes_in_either_direction_even_when_flapping() -> Result<()> {
             )?;
             settle(Duration::from_millis(300));
         }
+        // The echo did arrive (Graph notified the connector of its own InACall) and was dropped.
+        stack.wait_until("F1 to drop the notification of our own call", |s| {
+            Ok((own_writes_dropped(s)? >= 1).then_some(()))
+        })?;
         call(stack, p, "end")?;
         wait_teams(stack, p, ("Available", "Available"))?;
 
