@@ -196,7 +196,7 @@ async function addAccount(ev) {
   if (device) body["device-code"] = true; else body.password = f.password.value;
   const r = await api("POST", "accounts", body);
   const msg = $("#account-message");
-  if (r.status === 200) { msg.className = "message ok"; msg.textContent = `Account ${body.name} added; it signs in now.`; f.reset(); }
+  if (r.status === 200) { msg.className = "message ok"; msg.textContent = `Account ${body.name} added; it signs in now.`; f.reset(); f.password.disabled = false; }
   else { msg.className = "message bad"; msg.textContent = r.data.error || "Not added."; }
   loadAccounts();
 }
