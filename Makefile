@@ -40,6 +40,7 @@ node-host: guest test-guests
 	npm run build --prefix $(NODE_HOST)
 
 test: guest test-guests node-host
+	npm ci --prefix tests/browser --no-audit --no-fund
 	$(CARGO) test --workspace
 	npm test --prefix $(NODE_HOST)
 
