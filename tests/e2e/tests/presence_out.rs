@@ -205,6 +205,12 @@ fn calls_and_presences_reach_teams_and_are_cleared() -> Result<()> {
             format!("session left behind: {detail}")
         })?;
 
+        // A user of the slave PBX: the call shows on the slave's connection only.
+        call(stack, other, "start")?;
+        wait_teams(stack, other, ("Busy", "InACall"))?;
+        call(stack, other, "end")?;
+        wait_teams(stack, other, ("Available", "Available"))?;
+
         // Every PBX activity of the table, and back to available.
         let day = 86_400_000i64;
         for (activity, want, lifetime) in [
