@@ -1,0 +1,105 @@
+//! Operations (issue #9): what an operator scraping the host's `/metrics` sees of the connector
+//! after a Teams presence change reached the PBX - Graph calls by status, the presence
+//! subscription active, notifications received, the write into the PBX counted by direction
+//! and the audit trail's size.
+
+use anyhow::{Context, Result, ensure};
+use e2e::http::request;
+use e2e::people::{people, synced_stack};
+use e2e::{Stack, TeamsAccount};
+
+/// Sum of the series of `name` whose labels contain every one of `labels`.
+fn figure(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+            (n == name && labels.iter().all(|want| rest.contains(want)))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
+fn metrics(stack: &Stack) -> Result<String> {
+    let reply = request("GET", &format!("{}/metrics", stack.host_url()), None)?;
+    ensure!(reply.status == 200, "/metrics answered {}", reply.status);
+    Ok(reply.body)
+}
+
+#[test]
+fn metrics_show_calls_subscriptions_notifications_and_writes() -> Result<()> {
+    let persons = people(4, 55);
+    let options = synced_stack(
+        &persons,
+        vec![TeamsAccount::Password {
+            name: "teams1".into(),
+            username: "teams.ops@contoso.onmicrosoft.com".into(),
+            password: "0ps-Passw0rd!".into(),
+        }],
+    );
+    Stack::run(options, |stack| {
+        stack.wait_for_pbx_logins()?;
+        stack.wait_until("the presence subscription is active in /metrics", |s| {
+            let m = metrics(s)?;
+            let active = figure(
+                &m,
+                "graph_subscriptions",
+                &[r#"feature="presence""#, r#"state="active""#],
+            );
+            Ok((active == 1.0).then_some(()))
+        })?;
+
+        let who = &persons[0];
+        stack
+            .m365()
+            .set_teams_presence(&who.email, "DoNotDisturb", "DoNotDisturb")?;
+        stack.wait_until("the PBX shows dnd", |s| {
+            let p = s.pbx().presence(&who.guid)?;
+            let dnd = p["stored"].as_array().is_some_and(|items| {
+                items
+                    .iter()
+                    .any(|i| i["contact"] == "teams:" && i["activity"] == "dnd")
+            });
+            Ok(dnd.then_some(()))
+        })?;
+
+        let m = stack.wait_until("the write is counted", |s| {
+            let m = metrics(s)?;
+            let writes = figure(
+                &m,
+                "presence_writes_total",
+                &[r#"direction="teams->pbx""#, r#"result="sent""#],
+            );
+            Ok((writes >= 1.0).then_some(m))
+        })?;
+        let ok_calls: f64 = ["200", "201", "202", "204"]
+            .iter()
+            .map(|s| figure(&m, "graph_calls_total", &[&format!("status=\"{s}\"")]))
+            .sum();
+        ensure!(ok_calls >= 3.0, "successful Graph calls: {ok_calls}\n{m}");
+        ensure!(
+            figure(&m, "graph_notifications_total", &[]) >= 1.0,
+            "no notification counted\n{m}"
+        );
+        ensure!(
+            figure(&m, "audit_entries", &[]) >= 1.0,
+            "audit trail empty\n{m}"
+        );
+        ensure!(
+            figure(&m, "graph_subscriptions", &[r#"state="expired""#]) == 0.0,
+            "an expired subscription\n{m}"
+        );
+        let series = m
+            .lines()
+            .find(|l| l.starts_with("presence_writes_total"))
+            .context("no presence_writes_total line")?;
+        ensure!(
+            series.contains(r#"instance=""#),
+            "no instance label: {series}"
+        );
+        Ok(())
+    })
+}
