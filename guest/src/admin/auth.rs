@@ -117,17 +117,23 @@ pub fn login(env: &mut impl Env, peer: &str, body: &[u8]) -> Result<LoggedIn, Lo
         ));
     };
     let s = Settings::read(env);
-    let expected = login::digest(
-        &s.instance,
-        &s.domain,
-        "",
-        "",
-        "",
-        None,
-        &challenge,
-        &password,
-    );
-    if !constant_time_eq(expected.as_bytes(), digest.to_ascii_lowercase().as_bytes()) {
+    let user = field("sip");
+    let proven = if user.is_empty() {
+        let expected = login::digest(
+            &s.instance,
+            &s.domain,
+            "",
+            "",
+            "",
+            None,
+            &challenge,
+            &password,
+        );
+        constant_time_eq(expected.as_bytes(), digest.to_ascii_lowercase().as_bytes())
+    } else {
+        myapps_login_valid(env, body, &s.domain, &challenge, &password)
+    };
+    if !proven {
         throttle.failures += 1;
         if throttle.failures > FREE_FAILURES {
             let wait = 1000u64 << (throttle.failures - FREE_FAILURES - 1).min(16);
@@ -152,12 +158,40 @@ pub fn login(env: &mut impl Env, peer: &str, body: &[u8]) -> Result<LoggedIn, Lo
         expires_ms: now + session_ms(env),
     };
     store::set_json(env, &session_key(&token), &session);
+    let who = if user.is_empty() {
+        "the instance password".to_string()
+    } else {
+        format!("myApps user {user}")
+    };
     env.log(
         Level::Info,
         target::APP,
-        &format!("admin login from {}", peer_address(peer)),
+        &format!("admin login from {} with {who}", peer_address(peer)),
     );
     Ok(LoggedIn { token, session })
+}
+
+/// A myApps user login relayed by the PBX (innovaphone.md §2.3, the digest over the raw `info`
+/// with the App object's password): valid only for users of the App object named in
+/// `admin.app-object` (unset: no myApps logins, since every synced user has the connector's own
+/// App object) and for this instance's domain.
+fn myapps_login_valid(
+    env: &mut impl Env,
+    body: &[u8],
+    domain: &str,
+    challenge: &str,
+    password: &str,
+) -> bool {
+    let Some(admin_object) = settings::value(env, "admin.app-object") else {
+        return false;
+    };
+    let Ok(attempt) = serde_json::from_slice::<login::AppLogin>(body) else {
+        return false;
+    };
+    attempt.pbx_obj.is_some()
+        && attempt.info().appobj.as_deref() == Some(admin_object.as_str())
+        && (domain.is_empty() || attempt.domain == domain)
+        && attempt.verify(challenge, password)
 }
 
 /// The session of a request, extended by its use; `None` when absent or expired. Changes

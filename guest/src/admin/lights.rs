@@ -154,30 +154,35 @@ pub fn lights(env: &mut impl Env, s: &StatusInput, status: &Value) -> Value {
         )
     };
     out.push(registration);
-    for (feature, prefix) in [
-        ("F2 (PBX → Teams)", "presence-out"),
-        ("F3 (Calendar)", "calendar"),
-        ("F4 (Contact search)", "contact-search"),
+    // The app registrations of F2 and F3 sign in through the connector's token manager under
+    // these account names; F4 keeps its own tokens and signs in at the first search.
+    for (feature, prefix, account) in [
+        (
+            "F2 (PBX → Teams)",
+            "presence-out",
+            Some(crate::presence_out::ACCOUNT),
+        ),
+        ("F3 (Calendar)", "calendar", Some(crate::calendar::ACCOUNT)),
+        ("F4 (Contact search)", "contact-search", None),
     ] {
         let configured = settings::value(env, &format!("{prefix}.client-id")).is_some()
             && settings::value(env, &format!("{prefix}.tenant")).is_some()
             && settings::value(env, &format!("{prefix}.client-secret")).is_some();
-        let (color, reason) = match (configured, status.get(prefix.replace('-', "_"))) {
-            (false, _) => (
+        let (color, reason) = if !configured {
+            (
                 "grey",
                 "Not configured: set Tenant, Client ID and Client secret".to_string(),
-            ),
-            (true, Some(v)) if v["ok"].as_bool() == Some(true) => (
-                "green",
-                v["reason"].as_str().unwrap_or("Working").to_string(),
-            ),
-            (true, Some(v)) if v["ok"].as_bool() == Some(false) => {
-                ("red", v["reason"].as_str().unwrap_or("Failing").to_string())
+            )
+        } else {
+            match account.map(|a| s.tokens.state(a)) {
+                Some(Some(AuthState::Ready)) => ("green", "Tokens are issued for it".to_string()),
+                Some(Some(AuthState::Failed(e))) => ("red", e.to_string()),
+                Some(_) => ("amber", "Signing in…".to_string()),
+                None => (
+                    "amber",
+                    "Configured; signs in at the first search".to_string(),
+                ),
             }
-            (true, _) => (
-                "amber",
-                "Configured; this connector version reports no status for it yet".to_string(),
-            ),
         };
         out.push(light(
             "Authentication",
@@ -231,22 +236,70 @@ pub fn lights(env: &mut impl Env, s: &StatusInput, status: &Value) -> Value {
         };
         out.push(light("Subscriptions", "Matching", color, reason));
     }
-    for (name, key) in [
-        ("Calendar subscriptions", "calendar"),
-        ("Contact search", "contact_search"),
-    ] {
-        let (color, reason) = match status.get(key) {
-            Some(v) if v["ok"].as_bool() == Some(true) => (
+    // Calendar (F3): one event subscription per matched user.
+    let cal = &status["calendar"];
+    let (color, reason) = if cal.is_null() {
+        ("grey", "Not configured".to_string())
+    } else {
+        let users = cal["users"].as_u64().unwrap_or(0);
+        let subs = cal["subscriptions"].as_u64().unwrap_or(0);
+        let busy = cal["in_event"].as_u64().unwrap_or(0);
+        if users == 0 {
+            ("amber", "No matched users yet".to_string())
+        } else if subs >= users {
+            (
                 "green",
-                v["reason"].as_str().unwrap_or("Working").to_string(),
+                format!("{subs} subscriptions for {users} users; {busy} in an event now"),
+            )
+        } else {
+            ("amber", format!("Subscribing: {subs} of {users} users"))
+        }
+    };
+    out.push(light(
+        "Subscriptions",
+        "Calendar subscriptions",
+        color,
+        reason,
+    ));
+    // PBX -> Teams (F2): the PBX users whose presence is watched.
+    let out_status = &status["presence_out"];
+    if !out_status.is_null() {
+        let watched = out_status["monitored"].as_u64().unwrap_or(0);
+        let hidden = out_status["not_visible"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0);
+        let (color, reason) = match (out_status["auth"].as_str(), hidden) {
+            (Some("ready"), 0) => ("green", format!("Watching {watched} PBX users")),
+            (Some("ready"), n) => (
+                "red",
+                format!(
+                    "Watching {watched} PBX users; {n} not visible to the App object (give it presence visibility)"
+                ),
             ),
-            Some(v) if v["ok"].as_bool() == Some(false) => {
-                ("red", v["reason"].as_str().unwrap_or("Failing").to_string())
-            }
-            _ => ("grey", "Not running".to_string()),
+            _ => (
+                "amber",
+                "Waiting for the app registration's sign-in".to_string(),
+            ),
         };
-        out.push(light("Subscriptions", name, color, reason));
+        out.push(light(
+            "Subscriptions",
+            "PBX presence monitors",
+            color,
+            reason,
+        ));
     }
+    let configured = settings::value(env, "contact-search.client-id").is_some();
+    out.push(light(
+        "Subscriptions",
+        "Contact search",
+        if configured { "amber" } else { "grey" },
+        if configured {
+            "Configured; answers the Phone App's searches (no status reported yet)"
+        } else {
+            "Not configured"
+        },
+    ));
     let last = crate::store::get_u64(env, LAST_NOTIFICATION_KEY);
     json!({
         "lights": out,

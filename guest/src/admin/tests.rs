@@ -281,3 +281,35 @@ fn trace_switches_and_live_log() {
     assert!(log["lines"].to_string().contains("trace switch config on"));
     assert!(log["audit"].is_array());
 }
+
+/// The real myApps user login captured in innovaphone.md §2.3 (GOMYAPPS, password `go`).
+const MYAPPS_LOGIN: &str = r#"{"mt":"AppLogin","app":"searchapi","domain":"fritz.box","sip":"rico","guid":"f48b06484a8a61015853009033400109",
+ "dn":"Schulte, Rico","info":{"appobj":"go-search","appdn":"go-search",
+ "appurl":"http://192.168.178.29:5000/fritz.box/go/instance/searchapi","pbx":"pbx-main","cn":"rico",
+ "testmode":true,"groups":[],"apps":[]},"digest":"378b82aa7508eb53866e3f4de054cdc0f7b5229e9742593e9359db3845681eb6",
+ "pbxObj":"go-search","challenge":"7c4fc2e477f69233"}"#;
+
+fn myapps_attempt(p: &mut Page) -> u16 {
+    p.env.random_queue.push_back(0x7c4f_c2e4_77f6_9233);
+    let (_, ch, _) = p.call("POST", "/admin/api/challenge", Value::Null);
+    assert_eq!(ch["challenge"], "7c4fc2e477f69233");
+    p.next += 1;
+    let mut req = request("POST", "/admin/api/login", Value::Null, vec![]);
+    req.body = MYAPPS_LOGIN.as_bytes().to_vec();
+    p.c.handle(&mut p.env, Event::HttpRequest(p.next, req));
+    p.env.responses.last().unwrap().1.status
+}
+
+#[test]
+fn a_myapps_user_of_the_admin_app_object_logs_in() {
+    let mut p = Page::new();
+    p.env.set_config("instance.domain", "fritz.box");
+    p.env.set_config("instance.password", "go");
+    // Without admin.app-object no myApps user is an administrator.
+    assert_eq!(myapps_attempt(&mut p), 401);
+    p.env.set_config("admin.app-object", "another-object");
+    assert_eq!(myapps_attempt(&mut p), 401);
+    p.env.set_config("admin.app-object", "go-search");
+    assert_eq!(myapps_attempt(&mut p), 200);
+    assert!(p.env.logged("with myApps user rico"));
+}
