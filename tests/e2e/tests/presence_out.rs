@@ -476,6 +476,18 @@ fn a_burst_of_changes_arrives_as_final_states_twenty_per_batch() -> Result<()> {
         ensure(throttled_outer == 0, || {
             format!("{throttled_outer} requests got 429")
         })?;
+
+        // The master PBX reconnects: every monitor reports again, and as nothing changed,
+        // nothing is written.
+        stack.kill_pbx_connection("master")?;
+        settle(Duration::from_secs(1));
+        stack.restore_pbx_connection("master")?;
+        wait_monitored(stack, 500)?;
+        settle(Duration::from_secs(3));
+        let again = batch_writes(stack)?.len();
+        ensure(again == writes.len(), || {
+            format!("{} writes after the PBX reconnected", again - writes.len())
+        })?;
         Ok(())
     })
 }
