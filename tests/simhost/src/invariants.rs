@@ -150,12 +150,14 @@ pub struct Checker {
     pub longest_lapse_ms: u64,
     memory_day2: Option<usize>,
     memory_day: u64,
+    /// Subscriptions whose clientState is in `secrets`.
+    client_states: std::collections::BTreeSet<String>,
 }
 
 impl Checker {
     /// A checker for a run starting at `start_ms` whose faults stop at `faults_end`. `secrets`
-    /// are the configured ones (passwords, client secrets); tokens the fake issues are added as
-    /// they appear.
+    /// are the configured ones (passwords, client secrets); tokens the fake issues and the
+    /// subscriptions' clientState values are added as they appear.
     pub fn new(bounds: Bounds, start_ms: u64, faults_end: u64, secrets: Vec<String>) -> Self {
         Self {
             bounds,
@@ -190,6 +192,7 @@ impl Checker {
             longest_lapse_ms: 0,
             memory_day2: None,
             memory_day: 0,
+            client_states: Default::default(),
         }
     }
 
@@ -245,6 +248,15 @@ impl Checker {
     }
 
     fn secrets(&mut self, sim: &Sim<FakesWorld>) -> Result<bool, String> {
+        // A new subscription's clientState (the shared secret of its notifications) joins too.
+        for sub in sim.world().fake.subscriptions() {
+            if let Some(state) = &sub.client_state
+                && state.len() >= 16
+                && self.client_states.insert(sub.id.clone())
+            {
+                self.secrets.push(state.clone());
+            }
+        }
         // Tokens issued since the last event join the list (they cannot be in older lines).
         let issued = &sim.world().issued_secrets;
         if issued.len() > self.secrets_seen {
@@ -284,10 +296,11 @@ impl Checker {
                     .any(|w| self.prefixes.contains(w))
                     || self.short.iter().any(|s| text.contains(s.as_str()));
                 if hit && let Some(s) = self.secrets.iter().find(|s| text.contains(s.as_str())) {
+                    // The report must not leak it either.
                     return Err(format!(
                         "a secret ({}...) is in the log line `{}`",
                         &s[..s.len().min(4)],
-                        line.message
+                        line.message.replace(s.as_str(), "<secret>")
                     ));
                 }
             }

@@ -50,6 +50,10 @@ pub struct Scenario {
     /// the faults, and check the state carried over: the new version runs and an hour later
     /// the presence subscriptions are still the same ones (adopted, not recreated).
     pub upgrade: bool,
+    /// Deliberately misconfigure: the instance password is also typed into a numeric setting
+    /// (`presence.renew-interval-s`), whose error message quotes the value, so
+    /// `secrets-not-logged` must fire.
+    pub leak_secret: bool,
 }
 
 impl Scenario {
@@ -64,6 +68,7 @@ impl Scenario {
             sabotage: false,
             break_subscriptions: false,
             upgrade: false,
+            leak_secret: false,
         }
     }
 
@@ -87,6 +92,9 @@ impl Scenario {
         }
         if self.upgrade {
             c.push_str(" --upgrade");
+        }
+        if self.leak_secret {
+            c.push_str(" --leak-secret");
         }
         c
     }
@@ -399,7 +407,7 @@ pub fn run_with(guest: &Guest, newer: Option<&Guest>, sc: &Scenario) -> Result<S
     for (k, v) in [
         ("instance.name", INSTANCE.to_string()),
         ("instance.domain", DOMAIN.to_string()),
-        ("instance.password", instance_password),
+        ("instance.password", instance_password.clone()),
         ("pbx.master", "master".into()),
         (
             "graph.login-url",
@@ -423,6 +431,10 @@ pub fn run_with(guest: &Guest, newer: Option<&Guest>, sc: &Scenario) -> Result<S
         ),
     ] {
         settings.insert(k.to_string(), v);
+    }
+
+    if sc.leak_secret {
+        settings.insert("presence.renew-interval-s".into(), instance_password);
     }
 
     let plan = FaultPlan::draw(&PlanInput {

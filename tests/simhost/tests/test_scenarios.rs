@@ -177,3 +177,17 @@ fn a_lapsed_subscription_is_caught_and_replays_identically() {
     assert_eq!(a.trace, b.trace, "\n{a}\n{b}");
     assert_eq!(a.violation, b.violation);
 }
+
+#[test]
+fn a_secret_in_a_log_line_is_caught_without_repeating_it() {
+    // The instance password typed into a numeric setting: the guest's error message quotes
+    // the value, so the secret scan must fire, and its report must not print the secret.
+    let mut sc = Scenario::new(8, 1, 50);
+    sc.leak_secret = true;
+    let s = run(guest(), &sc).unwrap();
+    let v = s.violation.clone().expect("the leak is detected");
+    assert!(v.contains("secrets-not-logged"), "{s}");
+    assert!(v.contains("presence.renew-interval-s"), "{s}");
+    assert!(v.contains("<secret>") && !v.contains("&+%!"), "{s}");
+    assert!(s.to_string().contains("--leak-secret"), "{s}");
+}
