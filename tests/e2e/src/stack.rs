@@ -371,6 +371,20 @@ impl Stack {
         self.note(started)
     }
 
+    /// Stops the host gracefully (SIGTERM) and leaves it down until [`Stack::start_host_again`]
+    /// (e.g. to change the world while it is away).
+    pub fn stop_host(&mut self) {
+        if let Some(h) = self.host.take() {
+            h.stop();
+        }
+    }
+
+    /// Starts a host stopped by [`Stack::stop_host`] on the same data directory and ports.
+    pub fn start_host_again(&mut self) -> Result<()> {
+        let started = self.start_host();
+        self.note(started)
+    }
+
     /// Kills the host (SIGKILL, like a crash) and starts it again on the same data directory.
     pub fn crash_and_restart_host(&mut self) -> Result<()> {
         if let Some(h) = self.host.take() {
