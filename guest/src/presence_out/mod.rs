@@ -425,8 +425,8 @@ impl PresenceOut {
         }
     }
 
-    /// A PBX event.
-    pub fn on_pbx(&mut self, env: &mut impl Env, pbx: &mut Pbx, tokens: &Tokens, ev: &PbxEvent) {
+    /// A PBX event (the token is not needed: writes leave from the flush timer).
+    pub fn on_pbx(&mut self, env: &mut impl Env, pbx: &mut Pbx, _tokens: &Tokens, ev: &PbxEvent) {
         match ev {
             PbxEvent::Connected { pbx: name, .. } => {
                 // Users of this PBX watched elsewhere move to it: calls show only there.
@@ -527,7 +527,7 @@ impl PresenceOut {
             }
             _ => {}
         }
-        self.flush_soon(env, tokens);
+        self.flush_soon(env);
     }
 
     /// Work left by the event: alien calls of users whose Teams call started or ended.
@@ -675,7 +675,8 @@ impl PresenceOut {
         }
     }
 
-    fn flush_soon(&mut self, env: &mut impl Env, _tokens: &Tokens) {
+    /// Lets a burst of changes collect for `presence-out.batch-delay-s`, then flushes.
+    fn flush_soon(&mut self, env: &mut impl Env) {
         let delay = self.cfg.batch_delay_ms;
         self.schedule(env, delay);
     }
@@ -798,7 +799,7 @@ impl PresenceOut {
             }
             "scan" => {
                 self.scan(env, pbx);
-                self.flush_soon(env, tokens);
+                self.flush_soon(env);
                 self.set_timer(env, self.cfg.scan_ms, "scan");
             }
             _ => {}
