@@ -462,11 +462,25 @@ impl World {
             .map(|p| p.activity.clone())
     }
 
+    /// Statuses of the Graph calls to `path`; creations of the user-change subscription are
+    /// left out (see [`World::user_subscription_creates`]), so `POST /v1.0/subscriptions`
+    /// counts presence subscriptions.
     fn graph_calls(&self, method: &str, path: &str) -> Vec<u16> {
         self.fake
             .requests()
             .iter()
             .filter(|r| r.method == method && r.target.split('?').next() == Some(path))
+            .filter(|r| !is_user_subscription_create(r))
+            .map(|r| r.status)
+            .collect()
+    }
+
+    /// Statuses of the creations of the user-change subscription.
+    fn user_subscription_creates(&self) -> Vec<u16> {
+        self.fake
+            .requests()
+            .iter()
+            .filter(|r| is_user_subscription_create(r))
             .map(|r| r.status)
             .collect()
     }
@@ -491,6 +505,13 @@ impl World {
         let body = &self.env.responses.last().unwrap().1.body;
         serde_json::from_slice(body).unwrap()
     }
+}
+
+fn is_user_subscription_create(r: &fake_m365::core::SeenRequest) -> bool {
+    r.method == "POST"
+        && r.target == "/v1.0/subscriptions"
+        && serde_json::from_str::<serde_json::Value>(&r.body)
+            .is_ok_and(|b| b["resource"] == "/users")
 }
 
 fn people(n: usize) -> Vec<String> {
@@ -910,10 +931,21 @@ fn subscription_id(w: &World) -> String {
     v["id"].as_str().unwrap().to_string()
 }
 
+/// Calls about presence subscriptions (the user-change subscription left out).
 fn subscription_calls(w: &World, from: usize) -> Vec<(String, String, u16)> {
+    let users = w.env.kv_text("users-sub").map(|t| {
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        v["id"].as_str().unwrap().to_string()
+    });
     w.fake.requests()[from..]
         .iter()
         .filter(|r| r.target.contains("/subscriptions"))
+        .filter(|r| !is_user_subscription_create(r))
+        .filter(|r| {
+            users
+                .as_ref()
+                .is_none_or(|u| !r.target.ends_with(u.as_str()))
+        })
         .map(|r| (r.method.clone(), r.target.clone(), r.status))
         .collect()
 }
@@ -1396,4 +1428,88 @@ fn users_of_a_removed_account_move_even_when_its_delete_keeps_failing() {
         .unwrap();
     w.advance(1_000);
     assert_eq!(w.pbx_activity(i).as_deref(), Some("busy"));
+}
+
+fn user_subscription_id(w: &World) -> String {
+    let v: serde_json::Value = serde_json::from_str(
+        &w.env
+            .kv_text("users-sub")
+            .expect("user subscription stored"),
+    )
+    .unwrap();
+    v["id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn an_entra_change_is_read_at_once_through_the_user_subscription() {
+    let names = people(3);
+    let mut w = World::new(&names, &[], 1);
+    w.start();
+    assert_eq!(w.user_subscription_creates(), vec![201]);
+    assert_eq!(w.status()["presence"]["matched"], 3);
+    let reads = w.graph_calls("GET", "/v1.0/users").len();
+    // Person 0001 is renamed in Entra: no PBX user matches that name any more (matching is
+    // by display name), well before the hourly re-read.
+    assert!(w.fake.update_user(
+        "person.0001@contoso.onmicrosoft.com",
+        &serde_json::json!({"displayName": "Someone Else"})
+    ));
+    w.advance(5_000);
+    assert_eq!(w.status()["presence"]["matched"], 2);
+    assert_eq!(w.graph_calls("GET", "/v1.0/users").len(), reads + 1);
+    // Renamed back: synced again, and its Teams presence is read.
+    assert!(w.fake.update_user(
+        "person.0001@contoso.onmicrosoft.com",
+        &serde_json::json!({"displayName": "Person 0001"})
+    ));
+    w.fake
+        .teams_client_presence("person.0001@contoso.onmicrosoft.com", None, "Busy", "Busy")
+        .unwrap();
+    w.advance(5_000);
+    assert_eq!(w.status()["presence"]["matched"], 3);
+    assert_eq!(w.pbx_activity(1).as_deref(), Some("busy"));
+    // A forged user notification (wrong clientState) reads nothing.
+    let reads = w.graph_calls("GET", "/v1.0/users").len();
+    let body = serde_json::json!({"value":[{"subscriptionId": user_subscription_id(&w),
+        "clientState": "guess", "changeType": "updated", "resource": "Users/x"}]});
+    let (status, _, _) = w.post_to_connector(
+        &format!("{PREFIX}/subscriptions"),
+        body.to_string().into_bytes(),
+    );
+    assert_eq!(status, 202);
+    w.advance(5_000);
+    assert_eq!(w.graph_calls("GET", "/v1.0/users").len(), reads);
+}
+
+#[test]
+fn the_user_subscription_is_renewed_hourly_and_reused_after_a_restart() {
+    let names = people(2);
+    let mut w = World::new(&names, &[], 1);
+    w.start();
+    let id = user_subscription_id(&w);
+    minutes(&mut w, 3 * 60);
+    let renewals = w.graph_calls("PATCH", &format!("/v1.0/subscriptions/{id}"));
+    // One an hour: by the rhythm, or for a new token (Graph asks to reauthorize before the
+    // bound token expires), which then stands for that hour's renewal.
+    assert!(
+        (2..=4).contains(&renewals.len()) && renewals.iter().all(|s| *s == 200),
+        "{renewals:?}"
+    );
+    w.restart();
+    assert_eq!(user_subscription_id(&w), id);
+    assert_eq!(w.user_subscription_creates(), vec![201]);
+    assert!(
+        w.graph_calls("PATCH", &format!("/v1.0/subscriptions/{id}"))
+            .len()
+            > renewals.len()
+    );
+    // Lost from KV: the stale one is deleted at start and a new one created, never two.
+    w.env.kv.retain(|k, _| k != "users-sub");
+    w.restart();
+    assert_eq!(
+        w.graph_calls("DELETE", &format!("/v1.0/subscriptions/{id}")),
+        vec![204]
+    );
+    assert_eq!(w.user_subscription_creates(), vec![201, 201]);
+    assert_ne!(user_subscription_id(&w), id);
 }

@@ -44,6 +44,13 @@ pub struct Listed {
 }
 
 impl Listed {
+    /// Whether it watches changes of Entra users.
+    pub fn is_users(&self) -> bool {
+        self.resource
+            .trim_start_matches('/')
+            .eq_ignore_ascii_case("users")
+    }
+
     /// Whether it watches presence (the only kind this connector creates per account).
     pub fn is_presence(&self) -> bool {
         self.resource
@@ -117,6 +124,35 @@ pub fn create_request(
         body["encryptionCertificate"] = json!(c.base64);
         body["encryptionCertificateId"] = json!(c.id);
     }
+    api::request(
+        "POST",
+        format!("{}/subscriptions", api::root(graph_url)),
+        token,
+        Some(&body),
+    )
+}
+
+/// The resource of the user-change subscription (graph.md §3.1: users support `updated` and
+/// `deleted`).
+pub const USERS_RESOURCE: &str = "/users";
+
+/// `POST /subscriptions` for changes of Entra users (plain notifications: they only say
+/// which user changed; the connector reads the users again).
+pub fn users_create_request(
+    graph_url: &str,
+    token: &str,
+    urls: &Urls,
+    expiry_ms: u64,
+    client_state: &str,
+) -> HttpRequest {
+    let body = json!({
+        "changeType": "updated,deleted",
+        "notificationUrl": urls.notification,
+        "lifecycleNotificationUrl": urls.lifecycle,
+        "resource": USERS_RESOURCE,
+        "expirationDateTime": iso(expiry_ms),
+        "clientState": client_state,
+    });
     api::request(
         "POST",
         format!("{}/subscriptions", api::root(graph_url)),

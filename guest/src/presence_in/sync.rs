@@ -35,6 +35,10 @@ const SUB_PREFIX: &str = "sub/";
 const APPLIED_PREFIX: &str = "presence/";
 const INBOX_IDS: &str = "inbox/presence/";
 const INBOX_RICH: &str = "inbox/rich/";
+/// The user-change subscription ([`UsersSub`]); outside `sub/`, which holds accounts.
+const USERS_SUB_KEY: &str = "users-sub";
+/// Graph's maximum lifetime of a user subscription is 41,760 minutes (graph.md §3.7).
+const USERS_SUB_MAX_MS: u64 = 41_000 * 60_000;
 /// Local clock further off Microsoft's than this is reported.
 const SKEW_WARN_MS: i64 = 60_000;
 
@@ -170,6 +174,8 @@ struct Sub {
     reauth_after: Option<String>,
     /// Local time of the last successful create or PATCH.
     renewed_ms: Option<u64>,
+    /// Its subscriptions were listed (and stale ones deleted) since this start.
+    listed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -197,6 +203,13 @@ enum Pending {
     Delete {
         account: String,
     },
+    /// Create of the user subscription.
+    UsersSubCreate {
+        account: String,
+        client_state: String,
+    },
+    /// PATCH of the user subscription.
+    UsersSubRenew,
     /// DELETE of the subscription of an account removed from the settings.
     Retire {
         account: String,
@@ -237,6 +250,34 @@ pub struct PresenceSync {
     /// users already moved to the configured accounts; their notifications still count
     /// until then, so the move has no gap.
     retired: BTreeMap<String, Retired>,
+    users_sub: Option<UsersSub>,
+    /// A create or PATCH of the user subscription is in flight (or waits for a retry).
+    users_sub_busy: bool,
+    users_sub_attempt: u32,
+    /// The token of the user-subscription request in flight.
+    users_sub_sending: Option<String>,
+    /// The user subscription was checked (renewed or created) since this start.
+    users_sub_checked: bool,
+    /// `reauthorizationRequired` for the user subscription waits for a newer token.
+    users_sub_reauth: bool,
+    /// Local time of the user subscription's last successful create or PATCH.
+    users_sub_renewed_ms: Option<u64>,
+    /// A user changed: read the users again at the next settle timer.
+    users_due: bool,
+}
+
+/// The subscription to changes of Entra users (`users-sub`): a change makes the users be read
+/// again at once instead of at the next hourly re-read (which stays, as the fallback).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct UsersSub {
+    /// The account whose token created it (delegated: only it can renew it).
+    account: String,
+    id: String,
+    expiry_ms: u64,
+    client_state: String,
+    /// The token of the last create or PATCH (see [`PresenceSync::reauthorize`]).
+    #[serde(skip)]
+    bound_token: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -327,6 +368,14 @@ impl PresenceSync {
             timers: BTreeSet::new(),
             force: BTreeSet::new(),
             retired: BTreeMap::new(),
+            users_sub: None,
+            users_sub_busy: false,
+            users_sub_attempt: 0,
+            users_sub_sending: None,
+            users_sub_checked: false,
+            users_sub_reauth: false,
+            users_sub_renewed_ms: None,
+            users_due: false,
         }
     }
 
@@ -348,10 +397,12 @@ impl PresenceSync {
                     bound_token: None,
                     reauth_after: None,
                     renewed_ms: None,
+                    listed: false,
                 },
             );
         }
         self.load_retired(env);
+        self.users_sub = store::get_json(env, USERS_SUB_KEY);
         if self.accounts.is_empty() {
             return;
         }
@@ -424,6 +475,15 @@ impl PresenceSync {
             }
             TokenEvent::DeviceCode { .. } => return,
         };
+        if self.users_sub_reauth
+            && self
+                .users_sub
+                .as_ref()
+                .is_some_and(|u| &u.account == account)
+        {
+            self.users_sub_reauth = false;
+            self.users_subscription(env, tokens);
+        }
         if self.failed.remove(account) {
             // Graph was unreachable for this account: notifications may have been lost.
             let ids = self.subs.get(account).map(|s| s.desired.clone());
@@ -534,6 +594,9 @@ impl PresenceSync {
 
     fn settled(&mut self, env: &mut impl Env, pbx: &mut Pbx, tokens: &Tokens) {
         self.settle_timer = false;
+        if std::mem::take(&mut self.users_due) && !self.users_fetching {
+            self.fetch_users(env, tokens);
+        }
         if std::mem::take(&mut self.rematch_due) {
             self.rematch(env, pbx, tokens);
         }
@@ -812,6 +875,122 @@ impl PresenceSync {
         );
     }
 
+    /// Renews the user-change subscription, or creates it (with any signed-in account).
+    fn users_subscription(&mut self, env: &mut impl Env, tokens: &Tokens) {
+        let Some(urls) = self.cfg.urls.clone() else {
+            return;
+        };
+        if self.users_sub_busy {
+            return;
+        }
+        let graph_now = self.graph_now(env);
+        let expiry = graph_now + (3 * self.cfg.users_ms).min(USERS_SUB_MAX_MS);
+        // Renewed by its own account only; if that account is gone, a new one replaces it
+        // (the old one expires by itself).
+        let live = self
+            .users_sub
+            .as_ref()
+            .filter(|u| u.expiry_ms > graph_now && self.accounts.contains(&u.account));
+        let graph = self.cfg.graph_url.clone();
+        let (req, pending, token) = match live {
+            Some(u) => {
+                let Some(token) = tokens.access_token(&u.account, env.now_ms()) else {
+                    return;
+                };
+                (
+                    subs::renew_request(&graph, token, &u.id, expiry),
+                    Pending::UsersSubRenew,
+                    token.to_string(),
+                )
+            }
+            None => {
+                // Only once every signed-in account was listed at start: a stale user
+                // subscription of ours is deleted there first, never two at once.
+                let now = env.now_ms();
+                let listed = |a: &String| self.subs.get(a).is_some_and(|s| s.listed);
+                if self
+                    .accounts
+                    .iter()
+                    .any(|a| tokens.access_token(a, now).is_some() && !listed(a))
+                {
+                    return;
+                }
+                let Some((account, token)) = self.accounts.iter().find_map(|a| {
+                    let t = tokens.access_token(a, now).filter(|_| listed(a))?;
+                    Some((a.clone(), t))
+                }) else {
+                    return;
+                };
+                let client_state = format!("{:016x}{:016x}", env.random_u64(), env.random_u64());
+                (
+                    subs::users_create_request(&graph, token, &urls, expiry, &client_state),
+                    Pending::UsersSubCreate {
+                        account,
+                        client_state,
+                    },
+                    token.to_string(),
+                )
+            }
+        };
+        self.users_sub_busy = true;
+        self.users_sub_checked = true;
+        self.users_sub_sending = Some(token);
+        let id = env.http_start(req);
+        self.pending.insert(id, pending);
+    }
+
+    fn users_sub_done(&mut self) {
+        self.users_sub_busy = false;
+        self.users_sub_attempt = 0;
+    }
+
+    fn users_sub_retry(&mut self, env: &mut impl Env, e: &GraphError) {
+        self.users_sub_attempt += 1;
+        self.users_sub_sending = None;
+        let delay = api::retry_delay_ms(e, self.users_sub_attempt, env.random_u64());
+        env.log(
+            Level::Warn,
+            target::GRAPH,
+            &format!(
+                "user-change subscription call failed ({e}); retrying in {} s (users are re-read hourly meanwhile)",
+                delay / 1000
+            ),
+        );
+        // Stays busy until the retry: one chain of retries.
+        self.set_timer(env, delay, &timer_tag("retry-users-sub", ""));
+    }
+
+    fn users_lifecycle(&mut self, env: &mut impl Env, tokens: &Tokens, event: &str) {
+        env.log(
+            Level::Info,
+            target::GRAPH,
+            &format!("user-change subscription: lifecycle event {event}"),
+        );
+        match event {
+            "reauthorizationRequired" => {
+                let Some(u) = &self.users_sub else {
+                    return;
+                };
+                // As for presence: a PATCH with the token it is bound to changes nothing.
+                let current = tokens.access_token(&u.account, env.now_ms());
+                if current.is_none() || current == u.bound_token.as_deref() {
+                    self.users_sub_reauth = true;
+                } else {
+                    self.users_subscription(env, tokens);
+                }
+            }
+            "subscriptionRemoved" => {
+                self.users_sub = None;
+                env.kv_delete(USERS_SUB_KEY);
+                self.users_subscription(env, tokens);
+            }
+            _ => {
+                self.users_due = true;
+                self.settle(env);
+            }
+        }
+    }
+
     /// Subscriptions stored for accounts that are no longer configured (an administrator
     /// removed the account): kept until deleted or expired.
     fn load_retired(&mut self, env: &mut impl Env) {
@@ -1033,6 +1212,18 @@ impl PresenceSync {
                 if !self.users_fetching {
                     self.fetch_users(env, tokens);
                 }
+                // Renewed for a new token moments ago: that was this rhythm's PATCH.
+                let now = env.now_ms();
+                let recent = self
+                    .users_sub_renewed_ms
+                    .is_some_and(|at| now.saturating_sub(at) < self.cfg.users_ms / 2);
+                if !recent {
+                    self.users_subscription(env, tokens);
+                }
+            }
+            "retry-users-sub" => {
+                self.users_sub_busy = false;
+                self.users_subscription(env, tokens);
             }
             "retry-users" => self.fetch_users(env, tokens),
             "settle" => self.settled(env, pbx, tokens),
@@ -1128,6 +1319,9 @@ impl PresenceSync {
                             );
                             self.entra = Some(so_far);
                             self.schedule_rematch(env);
+                            if !self.users_sub_checked {
+                                self.users_subscription(env, tokens);
+                            }
                             for a in self.accounts.clone() {
                                 if self
                                     .subs
@@ -1305,6 +1499,57 @@ impl PresenceSync {
                 }
             }
             Pending::Retire { account } => self.retired_answer(env, &account, &resp),
+            Pending::UsersSubCreate {
+                account,
+                client_state,
+            } => match subs::parse_subscription(&resp) {
+                Ok((id, expiry_ms)) => {
+                    env.log(
+                        Level::Info,
+                        target::GRAPH,
+                        &format!(
+                            "account `{account}`: user-change subscription {id}, expires {}",
+                            subs::iso(expiry_ms)
+                        ),
+                    );
+                    let u = UsersSub {
+                        account,
+                        id,
+                        expiry_ms,
+                        client_state,
+                        bound_token: self.users_sub_sending.take(),
+                    };
+                    store::set_json(env, USERS_SUB_KEY, &u);
+                    self.users_sub = Some(u);
+                    self.users_sub_done();
+                    self.users_sub_renewed_ms = Some(env.now_ms());
+                }
+                Err(e) => self.users_sub_retry(env, &e),
+            },
+            Pending::UsersSubRenew => match subs::parse_subscription(&resp) {
+                Ok((_, expiry_ms)) => {
+                    let sent = self.users_sub_sending.take();
+                    if let Some(u) = &mut self.users_sub {
+                        u.expiry_ms = expiry_ms;
+                        u.bound_token = sent;
+                        store::set_json(env, USERS_SUB_KEY, u);
+                    }
+                    self.users_sub_done();
+                    self.users_sub_renewed_ms = Some(env.now_ms());
+                }
+                Err(e) if e.status == 404 => {
+                    env.log(
+                        Level::Info,
+                        target::GRAPH,
+                        "user-change subscription is gone (404 on renew); recreating",
+                    );
+                    self.users_sub = None;
+                    env.kv_delete(USERS_SUB_KEY);
+                    self.users_sub_busy = false;
+                    self.users_subscription(env, tokens);
+                }
+                Err(e) => self.users_sub_retry(env, &e),
+            },
             Pending::Jwks => {
                 self.jwks_fetching = false;
                 self.jwks_fetched_ms = Some(env.now_ms());
@@ -1372,13 +1617,24 @@ impl PresenceSync {
         if keep.is_none() && s.record.take().is_some() {
             env.kv_delete(&sub_key(account));
         }
+        // A user-change subscription pointing at us that is not the one we keep (its record
+        // was lost) would notify in vain until it expires: deleted too.
+        let users_keep = self.users_sub.as_ref().map(|u| u.id.clone());
+        let users_idle = !self.users_sub_busy;
         let doomed: Vec<String> = list
             .iter()
-            .filter(|l| l.is_presence() && Some(&l.id) != keep.as_ref())
+            .filter(|l| {
+                (l.is_presence() && Some(&l.id) != keep.as_ref())
+                    || (users_idle
+                        && l.is_users()
+                        && l.notification_url == ours
+                        && Some(&l.id) != users_keep.as_ref())
+            })
             .map(|l| l.id.clone())
             .collect();
         s.deleting = doomed.len();
         s.attempt = 0;
+        s.listed = true;
         s.phase = if doomed.is_empty() {
             Phase::Idle
         } else {
@@ -1411,6 +1667,9 @@ impl PresenceSync {
             }
         } else if doomed.is_empty() {
             self.converge(env, tokens, account);
+        }
+        if !self.users_sub_checked && self.entra.is_some() {
+            self.users_subscription(env, tokens);
         }
         // Whatever happened before this start was not notified to us.
         if let Some(s) = self.subs.get(account)
@@ -1530,7 +1789,24 @@ impl PresenceSync {
             validation_tokens: c.validation_tokens.clone(),
             items: Vec::new(),
         };
+        let mut users_changed = false;
         for it in c.items {
+            let users_secret = self
+                .users_sub
+                .as_ref()
+                .filter(|u| u.id == it.subscription_id)
+                .map(|u| u.client_state.clone());
+            if let Some(cs) = users_secret {
+                if !notif::same_secret(&cs, &it.client_state) {
+                    self.forged(env, req, "wrong clientState");
+                    continue;
+                }
+                match it.lifecycle_event.as_deref() {
+                    None => users_changed = true,
+                    Some(ev) => self.users_lifecycle(env, tokens, ev),
+                }
+                continue;
+            }
             let owner = self
                 .subs
                 .iter()
@@ -1565,6 +1841,11 @@ impl PresenceSync {
                     None => valid.items.push(it),
                 },
             }
+        }
+        if users_changed {
+            // A burst of directory changes costs one read of the users.
+            self.users_due = true;
+            self.settle(env);
         }
         if valid.items.is_empty() {
             return accepted;
