@@ -881,7 +881,8 @@ impl PresenceOut {
                 self.dirty.remove(u);
             }
             if requests.is_empty() {
-                if left == 0 && !self.dirty.is_empty() {
+                // Users left over that are not waiting for a batch wait for the budget.
+                if self.dirty.iter().any(|u| !self.busy.contains(u)) {
                     let wait = frees_at.saturating_sub(now).max(1);
                     self.schedule(env, wait);
                 }
@@ -969,13 +970,16 @@ impl PresenceOut {
                 self.stats.writes += 1;
                 env.counter_add("presence_out_writes_total", &[("call", s.op.action())], 1);
                 self.audit(env, s, "ok".into());
-            } else if matches!(a.status, 424 | 429 | 500..=599) {
+            } else if matches!(a.status, 401 | 424 | 429 | 500..=599) {
+                // 401: the token ran out on Microsoft's clock; the manager renews it.
                 if a.status == 429 {
                     self.stats.throttled += 1;
                     env.counter_add("graph_throttled_total", &[("call", s.op.action())], 1);
                 }
                 if let Some(ra) = a.retry_after_ms {
                     self.not_before_ms = self.not_before_ms.max(now + ra);
+                } else if a.status == 401 {
+                    self.not_before_ms = self.not_before_ms.max(now + 5_000);
                 } else if a.status != 424 {
                     self.not_before_ms = self.not_before_ms.max(now + 2_000);
                 }

@@ -535,3 +535,34 @@ fn unknown_pbx_activities_change_nothing_and_are_logged_once() {
         .count();
     assert_eq!(logged, 1);
 }
+
+#[test]
+fn a_user_needing_more_than_the_budget_left_waits_for_the_window() {
+    let mut env = env();
+    env.set_config("presence-out.budget-per-30s", "2");
+    let (mut po, t) = started(&mut env, 2);
+    pbx_says(&mut env, &mut po, &t, "g0", "away");
+    fire_flush(&mut env, &mut po, &t);
+    let b = batches(&env);
+    answer(&mut env, &mut po, &t, b[0].0, &b[0].1, 200);
+    env.requests.clear();
+    // One request left in the window, but g0 needs two (a call replacing a preference).
+    pbx_says(&mut env, &mut po, &t, "g0", "on-the-phone");
+    fire_flush(&mut env, &mut po, &t);
+    assert!(batches(&env).is_empty());
+    let (_, (after, _)) = env
+        .timers
+        .iter()
+        .find(|(_, (_, tag))| tag == "f2:flush")
+        .expect("a flush when the window frees up");
+    assert_eq!(*after, 30_000);
+    env.now_ms += 30_000;
+    fire_flush(&mut env, &mut po, &t);
+    assert_eq!(
+        urls(&batches(&env)[0].1),
+        vec![
+            "/users/u0/presence/setPresence",
+            "/users/u0/presence/clearUserPreferredPresence"
+        ]
+    );
+}
