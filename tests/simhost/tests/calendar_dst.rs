@@ -214,23 +214,29 @@ fn weekly_series_with_an_exception_across_the_change_to_summer_time() {
     // summer from 2027-03-28: CEST = UTC+2.
     let meeting = |n: &'static str| ("meeting", n);
     let none = ("", "");
+    // After some samples the guest crashes (a fresh instance starts from KV, the old
+    // instance's timers are not its own) or is hot-swapped, in the middle of a meeting.
+    let (crash, swap) = (Some("crash"), Some("swap"));
     let samples = [
-        (utc(2027, 3, 17, 7, 55), none),
-        (utc(2027, 3, 17, 8, 1), meeting("Jour fixe")),
-        (utc(2027, 3, 17, 8, 59), meeting("Jour fixe")),
-        (utc(2027, 3, 17, 9, 1), none),
-        (utc(2027, 3, 24, 8, 30), meeting("Jour fixe")),
+        (utc(2027, 3, 17, 7, 55), none, None),
+        (utc(2027, 3, 17, 8, 1), meeting("Jour fixe"), None),
+        (utc(2027, 3, 17, 8, 59), meeting("Jour fixe"), None),
+        (utc(2027, 3, 17, 9, 1), none, None),
+        (utc(2027, 3, 24, 8, 30), meeting("Jour fixe"), crash),
+        (utc(2027, 3, 24, 8, 59), meeting("Jour fixe"), None),
+        (utc(2027, 3, 24, 9, 1), none, None),
         // The moved occurrence: nothing at the series' summer time, then its own hour.
-        (utc(2027, 3, 31, 7, 30), none),
-        (utc(2027, 3, 31, 8, 30), none),
-        (utc(2027, 3, 31, 9, 1), meeting("Jour fixe (moved)")),
-        (utc(2027, 3, 31, 10, 1), none),
+        (utc(2027, 3, 31, 7, 30), none, None),
+        (utc(2027, 3, 31, 8, 30), none, None),
+        (utc(2027, 3, 31, 9, 1), meeting("Jour fixe (moved)"), swap),
+        (utc(2027, 3, 31, 9, 45), meeting("Jour fixe (moved)"), None),
+        (utc(2027, 3, 31, 10, 1), none, None),
         // Back to the series, now at 07:00 UTC (09:00 CEST), no longer at 08:00 UTC.
-        (utc(2027, 4, 7, 6, 55), none),
-        (utc(2027, 4, 7, 7, 1), meeting("Jour fixe")),
-        (utc(2027, 4, 7, 8, 1), none),
+        (utc(2027, 4, 7, 6, 55), none, None),
+        (utc(2027, 4, 7, 7, 1), meeting("Jour fixe"), None),
+        (utc(2027, 4, 7, 8, 1), none, None),
     ];
-    for (at, (activity, note)) in samples {
+    for (at, (activity, note), then) in samples {
         sim.run_until(at, |_| Ok(())).expect("the run goes on");
         let got = calendar_item(&sim, &ada.pbx_guid);
         assert_eq!(
@@ -239,7 +245,16 @@ fn weekly_series_with_an_exception_across_the_change_to_summer_time() {
             "calendar item at t+{} min",
             (at - START_MS) / MINUTE
         );
+        match then {
+            Some("crash") => sim.crash().expect("the guest restarts"),
+            Some("swap") => {
+                let same = sim.guest().clone();
+                sim.swap(&same).expect("the guest is swapped")
+            }
+            _ => {}
+        }
     }
+    assert_eq!((sim.stats().restarts, sim.stats().swaps), (1, 1));
     assert!(sim.dead_letters().is_empty(), "{:?}", sim.dead_letters());
     // Nothing about the calendar secret reached the log.
     let logs = format!("{:?}", sim.durable().logs);
