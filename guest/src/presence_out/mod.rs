@@ -16,7 +16,8 @@
 //! KV: `presence-out/pbx/<entra id>` the PBX activity that counts (absent or `null`: unknown),
 //! `presence-out/teams/<entra id>` what Teams holds from us ([`Applied`]),
 //! `presence-out/mon/<pbx guid>` the connection a user's presence monitor runs on,
-//! `presence-out/own/<entra id>` (see [`echo`]).
+//! `presence-out/inflight/<entra id>` the state a batch in flight leads to,
+//! `presence-out/own/<entra id>` (see [`echo`]), `presence-out/alien*` (see [`alien`]).
 
 pub mod alien;
 pub mod batch;
@@ -48,6 +49,8 @@ pub const ACCOUNT: &str = "presence-out";
 const SEEN_PREFIX: &str = "presence-out/pbx/";
 const APPLIED_PREFIX: &str = "presence-out/teams/";
 const MONITOR_PREFIX: &str = "presence-out/mon/";
+/// Users with writes in flight and the state they lead to (a restart cannot see the answer).
+const INFLIGHT_PREFIX: &str = "presence-out/inflight/";
 /// Batches in flight at once.
 const MAX_IN_FLIGHT: usize = 4;
 /// The budget window (graph.md 7.2: presence writes are limited per 30 s).
@@ -281,6 +284,10 @@ fn applied_key(id: &str) -> String {
     format!("{APPLIED_PREFIX}{}", store::segment(id))
 }
 
+fn inflight_key(id: &str) -> String {
+    format!("{INFLIGHT_PREFIX}{}", store::segment(id))
+}
+
 fn monitor_key(guid: &str) -> String {
     format!("{MONITOR_PREFIX}{}", store::segment(guid))
 }
@@ -357,6 +364,20 @@ impl PresenceOut {
     /// Restores sessions and monitors that survived (a restart or hot swap) and starts the
     /// timers.
     fn init(&mut self, env: &mut impl Env, pbx: &Pbx) {
+        // Writes a previous instance left in flight may have happened: assume they did (a
+        // session we believe in is renewed or cleared; a clear of one that is gone gets 404,
+        // which is fine) and look at those users again.
+        let mut inflight = Vec::new();
+        store::for_each(env, INFLIGHT_PREFIX, |k, v| {
+            if let Ok(a) = serde_json::from_slice::<Applied>(v) {
+                inflight.push((k[INFLIGHT_PREFIX.len()..].to_string(), a));
+            }
+        });
+        for (user, after) in inflight {
+            store::set_json(env, &applied_key(&user), &after);
+            env.kv_delete(&inflight_key(&user));
+            self.dirty.insert(user);
+        }
         let mut calls = BTreeMap::new();
         store::for_each(env, APPLIED_PREFIX, |k, v| {
             if let Ok(a) = serde_json::from_slice::<Applied>(v)
@@ -876,6 +897,7 @@ impl PresenceOut {
                 done.push(user.clone());
                 // Announce the state before it can come back in a notification.
                 echo::assert_state(env, user, after.shown());
+                store::set_json(env, &inflight_key(user), &after);
             }
             for u in &done {
                 self.dirty.remove(u);
@@ -915,6 +937,7 @@ impl PresenceOut {
         let now = env.now_ms();
         for s in &sent {
             self.busy.remove(&s.user);
+            env.kv_delete(&inflight_key(&s.user));
         }
         let answers = match result {
             Ok(resp) if resp.status == 200 => batch::answers(&resp.body),

@@ -566,3 +566,23 @@ fn a_user_needing_more_than_the_budget_left_waits_for_the_window() {
         ]
     );
 }
+
+#[test]
+fn writes_in_flight_at_a_restart_are_assumed_done_and_checked_again() {
+    let mut env = env();
+    let (mut po, t) = started(&mut env, 1);
+    pbx_says(&mut env, &mut po, &t, "g0", "on-the-phone");
+    fire_flush(&mut env, &mut po, &t);
+    assert_eq!(batches(&env).len(), 1);
+    // The guest restarts before the answer: the new instance believes in the session, so the
+    // end of the call clears it instead of leaving it to expire.
+    let (mut again, t2) = started(&mut env, 1);
+    assert!(applied(&mut env, "u0").call_at_ms.is_some());
+    assert!(again.dirty.contains("u0"));
+    pbx_says(&mut env, &mut again, &t2, "g0", "");
+    fire_flush(&mut env, &mut again, &t2);
+    assert_eq!(
+        urls(&batches(&env)[0].1),
+        vec!["/users/u0/presence/clearPresence"]
+    );
+}
