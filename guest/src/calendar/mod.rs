@@ -142,6 +142,13 @@ impl CalendarSettings {
             }
             return None;
         };
+        if crate::settings::value(env, "presence.client-id").is_none() {
+            env.log(
+                Level::Warn,
+                target::CONFIG,
+                "calendar presence follows the users Teams presence matched: without presence.tenant, presence.client-id and presence.accounts no user is matched",
+            );
+        }
         let urls = public.map(|p| {
             let base = format!("{}/{domain}/{instance}", p.trim_end_matches('/'));
             Urls {
