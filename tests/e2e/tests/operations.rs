@@ -103,3 +103,61 @@ fn metrics_show_calls_subscriptions_notifications_and_writes() -> Result<()> {
         Ok(())
     })
 }
+
+/// The shipped `deploy/apphost.toml` passes `apphost --check` once its absolute paths point at a
+/// scratch directory, and `deploy/apphost.service` passes `systemd-analyze verify` (where
+/// systemd is installed) with `ExecStart` pointing at the built binary.
+#[test]
+fn deploy_files_are_valid() -> Result<()> {
+    let bin = e2e::Binaries::get()?;
+    let root = e2e::binaries::workspace_root();
+    let scratch = std::env::temp_dir().join(format!("deploy-check-{}", std::process::id()));
+    let plugins = scratch.join("plugins");
+    std::fs::create_dir_all(&plugins)?;
+    std::fs::copy(&bin.guest_wasm, plugins.join("microsoft365.wasm"))?;
+    let config = std::fs::read_to_string(root.join("deploy/apphost.toml"))?
+        .replace("/opt/apphost/plugins", &plugins.display().to_string())
+        .replace("/etc/apphost", &scratch.join("etc").display().to_string())
+        .replace(
+            "/var/lib/apphost",
+            &scratch.join("data").display().to_string(),
+        );
+    for installed in ["\"/opt/", "\"/etc/", "\"/var/"] {
+        ensure!(
+            !config.contains(installed),
+            "a path under {installed} was not redirected"
+        );
+    }
+    let config_path = scratch.join("apphost.toml");
+    std::fs::write(&config_path, config)?;
+    let out = std::process::Command::new(&bin.apphost)
+        .arg("--check")
+        .arg("--config")
+        .arg(&config_path)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "apphost --check: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let unit = std::fs::read_to_string(root.join("deploy/apphost.service"))?
+        .replace("/usr/local/bin/apphost", &bin.apphost.display().to_string());
+    let unit_path = scratch.join("apphost.service");
+    std::fs::write(&unit_path, unit)?;
+    match std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit_path)
+        .output()
+    {
+        Ok(out) => ensure!(
+            out.status.success() && out.stderr.is_empty(),
+            "systemd-analyze verify: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => println!("systemd-analyze not available ({e}); unit not verified"),
+    }
+    std::fs::remove_dir_all(&scratch)?;
+    Ok(())
+}
