@@ -223,16 +223,21 @@ pub fn logout(env: &mut impl Env, req: &InboundRequest) {
     }
 }
 
-/// The `set-cookie` value for a session (or, with `None`, one that deletes it).
-pub fn set_cookie(env: &mut impl Env, token: Option<&str>) -> String {
+/// The `set-cookie` value for a session (or, with `None`, one that deletes it). `Secure` when
+/// the browser came over HTTPS (its `Origin`, or a proxy's `x-forwarded-proto`), so the cookie
+/// never travels in clear once the page is served over TLS.
+pub fn set_cookie(env: &mut impl Env, req: &InboundRequest, token: Option<&str>) -> String {
     let s = Settings::read(env);
     let path = format!("/{}/{}/admin", s.domain, s.instance);
+    let https = header(&req.headers, "origin").is_some_and(|o| o.starts_with("https://"))
+        || header(&req.headers, "x-forwarded-proto") == Some("https");
+    let secure = if https { "; Secure" } else { "" };
     match token {
         Some(t) => format!(
-            "{COOKIE}={t}; Path={path}; HttpOnly; SameSite=Strict; Max-Age={}",
+            "{COOKIE}={t}; Path={path}; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
             session_ms(env) / 1000
         ),
-        None => format!("{COOKIE}=; Path={path}; HttpOnly; SameSite=Strict; Max-Age=0"),
+        None => format!("{COOKIE}=; Path={path}; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
     }
 }
 

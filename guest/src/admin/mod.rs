@@ -108,7 +108,7 @@ pub fn route(env: &mut impl Env, req: &InboundRequest, status: &StatusInput) -> 
         ("POST", "/admin/api/logout") => {
             auth::logout(env, req);
             let mut r = api(200, &json!({"ok": true}));
-            let cookie = auth::set_cookie(env, None);
+            let cookie = auth::set_cookie(env, req, None);
             r.headers.push(Header::new("set-cookie", &cookie));
             return r.into();
         }
@@ -197,7 +197,7 @@ pub fn route(env: &mut impl Env, req: &InboundRequest, status: &StatusInput) -> 
 fn login(env: &mut impl Env, req: &InboundRequest) -> HttpResponse {
     match auth::login(env, &req.peer, &req.body) {
         Ok(ok) => {
-            let cookie = auth::set_cookie(env, Some(&ok.token));
+            let cookie = auth::set_cookie(env, req, Some(&ok.token));
             let mut r = api(200, &json!({"csrf": ok.session.csrf}));
             r.headers.push(Header::new("set-cookie", &cookie));
             r

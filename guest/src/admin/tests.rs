@@ -28,6 +28,8 @@ struct Page {
     next: u64,
     cookie: Option<String>,
     csrf: Option<String>,
+    /// Headers the browser adds to every request (e.g. `origin`).
+    extra: Vec<Header>,
 }
 
 impl Page {
@@ -41,11 +43,12 @@ impl Page {
             next: 100,
             cookie: None,
             csrf: None,
+            extra: vec![],
         }
     }
 
     fn call(&mut self, method: &str, path: &str, body: Value) -> (u16, Value, Vec<Header>) {
-        let mut headers = vec![];
+        let mut headers = self.extra.clone();
         if let Some(c) = &self.cookie {
             headers.push(Header::new("cookie", &format!("other=1; m365admin={c}")));
         }
@@ -312,4 +315,17 @@ fn a_myapps_user_of_the_admin_app_object_logs_in() {
     p.env.set_config("admin.app-object", "go-search");
     assert_eq!(myapps_attempt(&mut p), 200);
     assert!(p.env.logged("with myApps user rico"));
+}
+
+#[test]
+fn the_cookie_is_secure_when_the_page_came_over_https() {
+    let mut p = Page::new();
+    p.login("pwd");
+    p.env.responses.clear();
+    p.extra = vec![Header::new("origin", "https://ap.example.com")];
+    let plain = p.call("POST", "/admin/api/logout", Value::Null).2;
+    assert!(header(&plain, "set-cookie").unwrap().ends_with("; Secure"));
+    assert_eq!(p.login("pwd").0, 200);
+    let set = p.env.responses.last().unwrap().1.headers.clone();
+    assert!(header(&set, "set-cookie").unwrap().contains("; Secure"));
 }

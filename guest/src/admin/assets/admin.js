@@ -132,7 +132,19 @@ function fieldControl(f) {
   }
   input.dataset.original = f.kind === "secret" ? "" : (f.value || "");
   const label = el("label", { class: "field", "data-field": f.name }, el("span", { text: f.label }));
-  if (f.source === "saved") label.firstChild.append(el("span", { class: "source", text: "saved here" }));
+  if (f.source === "saved") {
+    label.firstChild.append(el("span", { class: "source", text: "saved here" }));
+    // Forget the saved value: the host's apphost.toml (or the default) applies again.
+    const reset = el("button", { type: "button", class: "reset", title: "Forget the value saved here", text: "reset" });
+    reset.addEventListener("click", async () => {
+      const r = await api("PUT", "settings", { values: { [f.name]: null } });
+      const msg = $("#settings-message");
+      msg.className = "message " + (r.status === 200 ? "ok" : "bad");
+      msg.textContent = r.status === 200 ? `${f.label} (${f.group}) is back to the host's value.` : (r.data.error || "Not reset.");
+      loadSettings();
+    });
+    label.firstChild.append(reset);
+  }
   if (f.source === "host") label.firstChild.append(el("span", { class: "source", text: "from apphost.toml" }));
   label.append(input, el("small", { text: f.help }));
   if (f.kind === "url") {
