@@ -1004,6 +1004,20 @@ impl Pbx {
         activity: &str,
         note: &str,
     ) -> Result<WsId, PbxError> {
+        let why = "Teams presence of the matched user";
+        self.set_presence_because(env, loc, guid, activity, note, why)
+    }
+
+    /// [`Pbx::set_presence`] with the reason the audit trail shows for it.
+    pub fn set_presence_because(
+        &mut self,
+        env: &mut impl Env,
+        loc: Option<&str>,
+        guid: &str,
+        activity: &str,
+        note: &str,
+        why: &str,
+    ) -> Result<WsId, PbxError> {
         let sent = self.route(loc, "PbxApi").and_then(|ws| {
             let req = presence::set_request(guid, &self.settings.presence_contact, activity, note);
             send(env, ws, &req)
@@ -1015,7 +1029,6 @@ impl Pbx {
             Ok(_) => "sent".to_string(),
             Err(e) => format!("failed: {e}"),
         };
-        let why = "Teams presence of the matched user";
         crate::audit::pbx_write(env, self.master_name(), guid, activity, note, why, result);
         sent
     }

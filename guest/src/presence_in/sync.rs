@@ -689,7 +689,8 @@ impl PresenceSync {
                 .and_then(|a| a.activity)
                 .is_some_and(|a| !a.is_empty())
             {
-                let _ = pbx.set_presence(env, Some(&m.loc), &m.guid, "", "");
+                let why = "no longer synced (not matched or not licensed)";
+                let _ = pbx.set_presence_because(env, Some(&m.loc), &m.guid, "", "", why);
             }
             env.kv_delete(&applied_key(&m.id));
         }
@@ -1743,7 +1744,8 @@ impl PresenceSync {
             Decision::Write(a) => a,
         };
         applied.seq = p.sequence_number.clone().or(applied.seq);
-        match pbx.set_presence(env, Some(&m.loc), &m.guid, activity, "") {
+        let why = format!("Teams presence {}/{}", p.availability, p.activity);
+        match pbx.set_presence_because(env, Some(&m.loc), &m.guid, activity, "", &why) {
             Ok(_) => {
                 applied.activity = Some(activity.to_string());
                 env.counter_add("presence_pbx_writes_total", &[], 1);
