@@ -18,6 +18,8 @@ const CLIENT_ID: &str = "7f3c2a10-4b5d-4e6f-8a9b-0c1d2e3f4a5b";
 const ACCOUNT_USER: &str = "teams.admin@contoso.onmicrosoft.com";
 const ACCOUNT_PASSWORD: &str = "Adm1n-Pa$$ word&+%";
 const DEVICE_USER: &str = "teams.mfa@contoso.onmicrosoft.com";
+/// Typed into the F3 client secret field; must never come back or reach a log.
+const CLIENT_SECRET: &str = "cAl~Secr3t.Value_42";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -67,6 +69,7 @@ fn admin_page_in_a_browser() -> Result<()> {
             .env("PERSON_EMAIL", &persons[0].email)
             .env("PERSON_NAME", &persons[0].h323)
             .env("DEVICE_USER", DEVICE_USER)
+            .env("CLIENT_SECRET", CLIENT_SECRET)
             .env("SCREENSHOTS", &screenshots)
             .env("CHROMIUM", &chromium)
             .output()
@@ -88,7 +91,9 @@ fn admin_page_in_a_browser() -> Result<()> {
         anyhow::ensure!(device.state == "ready", "teams2 is {}", device.state);
         // The host log never shows the secrets typed into the page.
         let log = stack.host_log();
-        anyhow::ensure!(!log.contains(ACCOUNT_PASSWORD) && !log.contains(&password));
+        for secret in [ACCOUNT_PASSWORD, CLIENT_SECRET, password.as_str()] {
+            anyhow::ensure!(!log.contains(secret), "the host log shows a secret");
+        }
         anyhow::ensure!(screenshots.join("admin-7-status-green.png").exists());
         Ok(())
     })
