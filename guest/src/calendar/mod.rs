@@ -256,6 +256,8 @@ pub struct CalendarSync {
     retry_timer: bool,
     attempt: u32,
     skew_ms: i64,
+    /// Users whose calendar item shows an event now (for the status page, without a KV scan).
+    in_event: BTreeSet<String>,
 }
 
 fn user_key(id: &str) -> String {
@@ -298,6 +300,7 @@ impl CalendarSync {
             retry_timer: false,
             attempt: 0,
             skew_ms: 0,
+            in_event: BTreeSet::new(),
         }
     }
 
@@ -839,6 +842,11 @@ impl CalendarSync {
                 ),
             }
         }
+        if state.applied.as_ref().is_some_and(|(a, _)| !a.is_empty()) {
+            self.in_event.insert(user.to_string());
+        } else {
+            self.in_event.remove(user);
+        }
         if let Some(old) = self.user_timers.remove(user) {
             env.timer_cancel(old);
             self.timers.remove(&old);
@@ -931,6 +939,7 @@ impl CalendarSync {
             }
             env.kv_delete(&user_key(&m.id));
             env.kv_delete(&inbox_key(&m.id));
+            self.in_event.remove(&m.id);
             if let Some(t) = self.user_timers.remove(&m.id) {
                 env.timer_cancel(t);
                 self.timers.remove(&t);
@@ -1023,15 +1032,11 @@ impl CalendarSync {
     }
 
     /// For `GET /status`: matched users, subscriptions and users with a running event.
-    pub fn status(&self, env: &mut impl Env) -> Value {
+    pub fn status(&self, _env: &mut impl Env) -> Value {
         let busy = self
-            .matched
-            .keys()
-            .filter(|u| {
-                store::get_json::<UserState>(env, &user_key(u))
-                    .and_then(|s| s.applied)
-                    .is_some_and(|(a, _)| !a.is_empty())
-            })
+            .in_event
+            .iter()
+            .filter(|u| self.matched.contains_key(*u))
             .count();
         json!({
             "users": self.matched.len(),

@@ -187,6 +187,13 @@ fn meeting_start_and_end_reach_the_pbx_calendar_item() -> Result<()> {
 
         wait_calendar(stack, bo, "meeting", Some("Private appointment"))?;
         wait_calendar(stack, cy, "away", Some("Vacation"))?;
+        // The status page counts them (the admin page's calendar light).
+        let st = stack.connector().status_json()?;
+        ensure(
+            st["calendar"]["subscriptions"] == persons.len()
+                && st["calendar"]["in_event"].as_u64() >= Some(2),
+            || format!("calendar status: {}", st["calendar"]),
+        )?;
         // Read and scheduled, but not started yet.
         if graph_now(stack)? < start - 1_000 {
             ensure(calendar(stack, ada)?.0.is_empty(), || {
