@@ -45,6 +45,10 @@ pub const LIFECYCLE_PATH: &str = "/calendar/lifecycle";
 const USER_PREFIX: &str = "calendar/user/";
 const SUB_PREFIX: &str = "calendar/sub/";
 const INBOX_PREFIX: &str = "calendar/inbox/";
+/// Microsoft's clock minus ours (ms, decimal), learnt from the `Date` of Graph's answers.
+const SKEW_KEY: &str = "calendar/clock-skew-ms";
+/// A changed skew is stored only when it moved by more than this (no KV write per response).
+const SKEW_STORE_STEP_MS: i64 = 1_000;
 /// The smallest maximum lifetime of event subscriptions in any documented cloud (graph.md
 /// 5.1): longer requests are clamped to it.
 const MAX_LIFETIME_MS: u64 = 4_230 * 60_000;
@@ -308,6 +312,11 @@ impl CalendarSync {
     /// subscriptions and the unread notifications, and starts the periodic timers.
     pub fn init(&mut self, env: &mut impl Env, pbx: &mut Pbx) {
         self.matched = matching::load(env);
+        self.skew_ms = env
+            .kv_get(SKEW_KEY)
+            .and_then(|v| String::from_utf8(v).ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let mut stored = Vec::new();
         store::for_each(env, SUB_PREFIX, |_, v| {
             stored.extend(serde_json::from_slice::<SubRecord>(v).ok())
@@ -629,6 +638,9 @@ impl CalendarSync {
         let resp = match result {
             Ok(r) => {
                 if let Some(skew) = subs::skew_ms(&r.headers, env.now_ms()) {
+                    if (skew - self.skew_ms).abs() > SKEW_STORE_STEP_MS {
+                        env.kv_set(SKEW_KEY, skew.to_string().as_bytes());
+                    }
                     self.skew_ms = skew;
                 }
                 api::check(r).map(|_| r)
@@ -819,7 +831,8 @@ impl CalendarSync {
             return;
         };
         let mut state: UserState = store::get_json(env, &user_key(user)).unwrap_or_default();
-        let now = env.now_ms();
+        // Event times are Microsoft's: a wrong local clock must not shift meetings.
+        let now = self.graph_now(env);
         let want = schedule::state_at(&state.slots, now);
         let had = state.applied.clone().unwrap_or_default();
         if want != had || (force && !want.0.is_empty()) {

@@ -407,3 +407,36 @@ fn pages_are_followed_and_the_schedule_survives_a_restart() {
     assert_eq!(at(&env), vec![300_000]);
     assert!(env.requests.is_empty());
 }
+
+#[test]
+fn a_wrong_local_clock_does_not_shift_meetings() {
+    let mut t = started(TestEnv::new(), &["a"]);
+    // Our clock is 10 minutes behind Microsoft's (the Date header of its answers says so).
+    let graph_now = t.env.now_ms + 600_000;
+    let mut answer = listed(json!([]));
+    answer.headers.push(Header::new(
+        "date",
+        &crate::graph::subscriptions::http_date(graph_now),
+    ));
+    t.answer("GET", "/subscriptions", answer);
+    // A meeting from 5 to 65 minutes on Microsoft's clock: running in 5 minutes of our time is
+    // wrong; it starts in 5 minutes of Microsoft's time = now - 5 minutes of ours... i.e. it
+    // has started 5 minutes ago by Microsoft's clock when it was scheduled -5..+55.
+    let body = listed(json!([ev(
+        "Skewed",
+        graph_now - 300_000,
+        graph_now + 3_300_000
+    )]));
+    t.answer("GET", "/users/a/calendarView", body);
+    // The end is 55 minutes away on Microsoft's clock, not 65 (our clock).
+    let timers: Vec<u64> = t
+        .env
+        .timers
+        .values()
+        .filter(|(_, tag)| tag == "cal:at:a")
+        .map(|(after, _)| *after)
+        .collect();
+    assert_eq!(timers, vec![3_300_000]);
+    // The skew is kept for a restart.
+    assert_eq!(t.env.kv_text(SKEW_KEY).as_deref(), Some("600000"));
+}
