@@ -371,6 +371,15 @@ impl Stack {
         self.note(started)
     }
 
+    /// Sets an instance setting (TOML value text) for the next host start, as an
+    /// administrator's edit of `apphost.toml` before a restart would.
+    pub fn set_setting(&mut self, key: &str, toml_value: &str) {
+        self.options.settings.retain(|(k, _)| k != key);
+        self.options
+            .settings
+            .push((key.to_string(), toml_value.to_string()));
+    }
+
     /// Stops the host gracefully (SIGTERM) and leaves it down until [`Stack::start_host_again`]
     /// (e.g. to change the world while it is away).
     pub fn stop_host(&mut self) {
