@@ -419,9 +419,7 @@ fn a_wrong_local_clock_does_not_shift_meetings() {
         &crate::graph::subscriptions::http_date(graph_now),
     ));
     t.answer("GET", "/subscriptions", answer);
-    // A meeting from 5 to 65 minutes on Microsoft's clock: running in 5 minutes of our time is
-    // wrong; it starts in 5 minutes of Microsoft's time = now - 5 minutes of ours... i.e. it
-    // has started 5 minutes ago by Microsoft's clock when it was scheduled -5..+55.
+    // A meeting that started 5 minutes ago and ends in 55, by Microsoft's clock.
     let body = listed(json!([ev(
         "Skewed",
         graph_now - 300_000,
