@@ -26,6 +26,10 @@ pub const SWITCHES: &[(&str, &str)] = &[
     ("Webserver", "webserver"),
 ];
 
+/// Switches for what only the host sees (TLS handshakes, TCP connections): the guest cannot
+/// change the host's log filter through its contract, so the page shows how to set them there.
+pub const HOST_ONLY: &[&str] = &["tls", "tcp"];
+
 /// KV prefix of switched-on targets.
 const TRACE_PREFIX: &str = "admin/trace/";
 /// Lines kept for the page.
@@ -104,6 +108,12 @@ pub fn set_switch(env: &mut impl Env, target: &str, on: bool) -> bool {
     true
 }
 
+/// Whether `target`'s switch is on, without copying the set (asked for every KV operation).
+fn is_on(env: &mut impl Env, target: &str) -> bool {
+    let known = STATE.with(|s| s.borrow().on.as_ref().map(|on| on.contains(target)));
+    known.unwrap_or_else(|| switched_on(env).contains(target))
+}
+
 fn switched_on(env: &mut impl Env) -> BTreeSet<String> {
     if let Some(on) = STATE.with(|s| s.borrow().on.clone()) {
         return on;
@@ -133,7 +143,16 @@ pub struct LogTap<'a, E: Env>(pub &'a mut E);
 
 impl<E: Env> LogTap<'_, E> {
     fn traced(&mut self, level: Level, target: &str) -> bool {
-        level < Level::Info && switched_on(self.0).contains(target)
+        level < Level::Info && is_on(self.0, target)
+    }
+
+    /// A trace line about a host call, built only when the target's switch is on. Keys, URLs
+    /// and sizes only: values and bodies may hold secrets.
+    fn trace(&mut self, target: &str, line: impl FnOnce() -> String) {
+        if is_on(self.0, target) {
+            let message = line();
+            self.log(Level::Trace, target, &message);
+        }
     }
 }
 
@@ -178,30 +197,52 @@ impl<E: Env> Env for LogTap<'_, E> {
         self.0.kv_get(key)
     }
     fn kv_set(&mut self, key: &str, value: &[u8]) {
+        self.trace("database", || format!("set {key} ({} bytes)", value.len()));
         self.0.kv_set(key, value)
     }
     fn kv_delete(&mut self, key: &str) {
+        self.trace("database", || format!("delete {key}"));
         self.0.kv_delete(key)
     }
     fn kv_cas(&mut self, key: &str, expected: Option<&[u8]>, new: Option<&[u8]>) -> bool {
         self.0.kv_cas(key, expected, new)
     }
     fn kv_scan(&mut self, prefix: &str, cursor: Option<&str>, limit: u32) -> Page {
+        self.trace("database", || format!("scan {prefix}* (at most {limit})"));
         self.0.kv_scan(prefix, cursor, limit)
     }
     fn http_start(&mut self, req: HttpRequest) -> RequestId {
-        self.0.http_start(req)
+        // The URL without its query: search terms are the users' business.
+        let url = req.url.split('?').next().unwrap_or("").to_string();
+        let method = req.method.clone();
+        let id = self.0.http_start(req);
+        self.trace("graph", || format!("request {id}: {method} {url}"));
+        id
     }
     fn http_cancel(&mut self, id: RequestId) {
         self.0.http_cancel(id)
     }
     fn respond(&mut self, id: u64, resp: HttpResponse) -> bool {
+        let (status, len) = (resp.status, resp.body.len());
+        self.trace("webserver", || {
+            format!("answer to request {id}: {status}, {len} bytes")
+        });
         self.0.respond(id, resp)
     }
     fn ws_connect(&mut self, url: &str, headers: &[Header]) -> WsId {
         self.0.ws_connect(url, headers)
     }
     fn ws_send(&mut self, id: WsId, frame: WsFrame) -> bool {
+        if let WsFrame::Text(text) = &frame {
+            // The message type only: frames carry user data.
+            let mt = serde_json::from_str::<serde_json::Value>(text)
+                .ok()
+                .and_then(|v| v["mt"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            self.trace("app-websocket", || {
+                format!("send on {id}: {mt} ({} bytes)", text.len())
+            });
+        }
         self.0.ws_send(id, frame)
     }
     fn ws_close(&mut self, id: WsId, code: u16, reason: &str) {
@@ -285,6 +326,20 @@ mod tests {
         let lines: Vec<String> = lines_after(0).into_iter().map(|l| l.message).collect();
         assert_eq!(lines, vec!["hello", "detail shown"]);
         assert!(env.kv.contains_key("admin/trace/config"));
+        let mut tap = LogTap(&mut env);
+        tap.kv_set("quiet", b"x");
+        assert!(set_switch(&mut tap, "database", true));
+        tap.kv_set("some/key", b"secret value");
+        let lines: Vec<String> = lines_after(0).into_iter().map(|l| l.message).collect();
+        assert!(
+            lines.contains(&"set some/key (12 bytes)".to_string()),
+            "{lines:?}"
+        );
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.contains("quiet") || l.contains("secret value"))
+        );
         assert!(env.logged("[trace] detail shown") || env.logged("detail shown"));
     }
 }

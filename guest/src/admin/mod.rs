@@ -180,6 +180,9 @@ pub fn route(env: &mut impl Env, req: &InboundRequest, status: &StatusInput) -> 
             let body: Value = serde_json::from_slice(&req.body).unwrap_or_default();
             let t = body["target"].as_str().unwrap_or("");
             let on = body["on"].as_bool().unwrap_or(false);
+            if logtap::HOST_ONLY.contains(&t) {
+                return error(400, &format!("{t} is traced by the host: set its log filter on the control listener (PUT /log, e.g. `info,rustls=trace`).")).into();
+            }
             if !logtap::set_switch(env, t, on) {
                 return error(400, &format!("Unknown trace switch `{t}`.")).into();
             }
@@ -220,7 +223,10 @@ fn login(env: &mut impl Env, req: &InboundRequest) -> HttpResponse {
 fn trace_json(env: &mut impl Env) -> Value {
     let switches: Vec<Value> = logtap::switches(env)
         .into_iter()
-        .map(|(label, t, on)| json!({"label": label, "target": t, "on": on}))
+        .map(|(label, t, on)| {
+            let host_only = logtap::HOST_ONLY.contains(&t);
+            json!({"label": label, "target": t, "on": on, "host_only": host_only})
+        })
         .collect();
     json!({"switches": switches})
 }

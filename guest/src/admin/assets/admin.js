@@ -258,6 +258,13 @@ async function loadTrace(data) {
   for (const s of r.data.switches) {
     const input = el("input", { type: "checkbox", "data-target": s.target });
     input.checked = s.on;
+    if (s.host_only) {
+      // The guest cannot switch the host's own tracing; say where it is done.
+      input.disabled = true;
+      box.append(el("label", { class: "switch host", title: "Set on the host: control listener PUT /log" },
+        el("span", {}, s.label, el("small", { class: "muted", text: " (host: PUT /log on the control listener)" })), input));
+      continue;
+    }
     input.addEventListener("change", async () => loadTrace(await api("PUT", "trace", { target: s.target, on: input.checked })));
     box.append(el("label", { class: "switch" }, el("span", { text: s.label }), input));
   }
