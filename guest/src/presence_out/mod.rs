@@ -972,6 +972,7 @@ impl PresenceOut {
             return true;
         };
         self.failures = 0;
+        let mut refused = 0u32;
         let by_id: BTreeMap<&str, &batch::Answer> =
             answers.iter().map(|a| (a.id.as_str(), a)).collect();
         for s in &sent {
@@ -1008,20 +1009,24 @@ impl PresenceOut {
                 }
                 self.dirty.insert(s.user.clone());
             } else {
-                // Retrying cannot help (permissions, unknown user): say so; a new PBX state
-                // tries again.
+                // Retrying cannot help (permissions, unknown user): say so once per batch
+                // (a missing permission refuses every write); a new PBX state tries again.
                 self.stats.refused += 1;
-                env.log(
-                    Level::Warn,
-                    target::GRAPH,
-                    &format!(
-                        "{} for {} refused: {} {}",
-                        s.op.action(),
-                        s.user,
-                        a.status,
-                        a.error
-                    ),
-                );
+                refused += 1;
+                if refused == 1 {
+                    env.log(
+                        Level::Warn,
+                        target::GRAPH,
+                        &format!(
+                            "{} for {} refused: {} {} (check Presence.ReadWrite.All of {})",
+                            s.op.action(),
+                            s.user,
+                            a.status,
+                            a.error,
+                            self.cfg.client.client_id
+                        ),
+                    );
+                }
                 self.audit(env, s, format!("refused: {} {}", a.status, a.error));
             }
         }

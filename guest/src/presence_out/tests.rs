@@ -586,3 +586,40 @@ fn writes_in_flight_at_a_restart_are_assumed_done_and_checked_again() {
         vec!["/users/u0/presence/clearPresence"]
     );
 }
+
+#[test]
+fn refused_writes_are_reported_once_audited_and_not_retried() {
+    let mut env = env();
+    let (mut po, t) = started(&mut env, 3);
+    for i in 0..3 {
+        pbx_says(&mut env, &mut po, &t, &format!("g{i}"), "dnd");
+    }
+    fire_flush(&mut env, &mut po, &t);
+    let b = batches(&env);
+    env.requests.clear();
+    let responses: Vec<Value> = b[0]
+        .1
+        .iter()
+        .map(|r| json!({"id": r["id"], "status": 403, "body": {"error": {"code": "Forbidden", "message": "Insufficient privileges"}}}))
+        .collect();
+    let resp = HttpResponse::json(200, &json!({ "responses": responses }));
+    po.on_response(&mut env, &t, b[0].0, &Ok(resp));
+    assert_eq!(po.status(&t)["refused"], 3);
+    let warnings = env
+        .logs
+        .iter()
+        .filter(|(_, _, m)| m.contains("refused"))
+        .count();
+    assert_eq!(warnings, 1);
+    let audit = crate::audit::recent(&mut env, 10, None);
+    assert!(
+        audit.iter().any(|e| e.result.starts_with("refused: 403")),
+        "{audit:?}"
+    );
+    env.now_ms += 60_000;
+    fire_flush(&mut env, &mut po, &t);
+    assert!(
+        batches(&env).is_empty(),
+        "a refusal is not retried in a loop"
+    );
+}
