@@ -50,14 +50,25 @@ struct Throttle {
     until_ms: u64,
 }
 
-/// What the page needs to compute the digest: the challenge and the names hashed with it.
-pub fn challenge(env: &mut impl Env) -> serde_json::Value {
+/// At most this many logins may be in progress (challenges issued, not used, not expired), so
+/// a flood of challenge requests cannot fill the store.
+const MAX_OPEN_CHALLENGES: usize = 100;
+
+/// What the page needs to compute the digest: the challenge and the names hashed with it;
+/// `None` when too many logins are in progress.
+pub fn challenge(env: &mut impl Env) -> Option<serde_json::Value> {
     let now = env.now_ms();
+    let mut open = 0;
     // Forget challenges nobody used, so the prefix stays small.
     for key in store::keys(env, CHALLENGE_PREFIX) {
         if store::get_u64(env, &key).is_none_or(|exp| exp < now) {
             env.kv_delete(&key);
+        } else {
+            open += 1;
         }
+    }
+    if open >= MAX_OPEN_CHALLENGES {
+        return None;
     }
     let challenge = login::new_challenge(env.random_u64());
     store::set_u64(
@@ -66,7 +77,7 @@ pub fn challenge(env: &mut impl Env) -> serde_json::Value {
         now + CHALLENGE_MS,
     );
     let s = Settings::read(env);
-    serde_json::json!({"challenge": challenge, "app": s.instance, "domain": s.domain})
+    Some(serde_json::json!({"challenge": challenge, "app": s.instance, "domain": s.domain}))
 }
 
 /// Why a login was refused.

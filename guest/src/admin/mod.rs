@@ -81,6 +81,14 @@ fn error(status: u16, message: &str) -> HttpResponse {
 
 /// Answers one admin request.
 pub fn route(env: &mut impl Env, req: &InboundRequest, status: &StatusInput) -> Outcome {
+    let mut outcome = answer(env, req, status);
+    if req.method == "HEAD" {
+        outcome.response.body.clear();
+    }
+    outcome
+}
+
+fn answer(env: &mut impl Env, req: &InboundRequest, status: &StatusInput) -> Outcome {
     let path = req.path.as_str();
     let method = req.method.as_str();
     match (method, path) {
@@ -103,7 +111,16 @@ pub fn route(env: &mut impl Env, req: &InboundRequest, status: &StatusInput) -> 
         ("GET" | "HEAD", "/admin/sha256.js") => {
             return asset("text/javascript", SHA256_JS).into();
         }
-        ("POST", "/admin/api/challenge") => return api(200, &auth::challenge(env)).into(),
+        ("POST", "/admin/api/challenge") => {
+            return match auth::challenge(env) {
+                Some(c) => api(200, &c),
+                None => error(
+                    429,
+                    "Too many logins in progress; try again in two minutes.",
+                ),
+            }
+            .into();
+        }
         ("POST", "/admin/api/login") => return login(env, req).into(),
         ("POST", "/admin/api/logout") => {
             auth::logout(env, req);

@@ -329,3 +329,17 @@ fn the_cookie_is_secure_when_the_page_came_over_https() {
     let set = p.env.responses.last().unwrap().1.headers.clone();
     assert!(header(&set, "set-cookie").unwrap().contains("; Secure"));
 }
+
+#[test]
+fn a_flood_of_challenges_is_refused_and_head_has_no_body() {
+    let mut p = Page::new();
+    for _ in 0..100 {
+        assert_eq!(p.call("POST", "/admin/api/challenge", Value::Null).0, 200);
+    }
+    assert_eq!(p.call("POST", "/admin/api/challenge", Value::Null).0, 429);
+    // Unused challenges expire, and logins work again.
+    p.env.now_ms += 121_000;
+    assert_eq!(p.login("pwd").0, 200);
+    p.call("HEAD", "/admin/", Value::Null);
+    assert!(p.env.responses.last().unwrap().1.body.is_empty());
+}
