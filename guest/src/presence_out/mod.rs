@@ -336,6 +336,14 @@ impl PresenceOut {
             &cfg.scope,
         );
         events.extend(tokens.start(env, ACCOUNT));
+        if settings::value(env, "presence.accounts").is_none() {
+            // The users to sync are F1's matches: without F1 there is nobody to monitor.
+            env.log(
+                Level::Warn,
+                target::CONFIG,
+                "PBX -> Teams presence syncs the users matched by Teams -> PBX presence; presence.accounts is not set, so no user is matched",
+            );
+        }
         let mut me = PresenceOut::new(cfg);
         me.init(env, pbx);
         Some(me)
