@@ -591,3 +591,36 @@ fn users_the_app_object_cannot_see_are_reported() -> Result<()> {
         Ok(())
     })
 }
+
+#[test]
+fn a_hot_swap_mid_call_keeps_the_monitors_and_the_call() -> Result<()> {
+    let persons = people(2, 59);
+    let fast = [("presence-out.call-renew-s", "1")];
+    Stack::run(options(&persons, &fast), |stack| {
+        wait_monitored(stack, 2)?;
+        teams_clients(stack, &persons)?;
+        let (p, q) = (&persons[0], &persons[1]);
+        let id = entra_id(stack, p)?;
+        call(stack, p, "start")?;
+        wait_teams(stack, p, ("Busy", "InACall"))?;
+        let variant = stack.guest_variant("f2-swap")?;
+        stack.swap_guest(&variant)?;
+        // The PBX connections stayed up: the monitors carry on without a second subscription.
+        let before = writes_of(stack, &id)?.len();
+        stack
+            .m365()
+            .call("POST", "/clock", Some(json!({"advanceMs": 6 * 60_000})))?;
+        stack.wait_until("a renewal after the swap", |s| {
+            Ok((writes_of(s, &id)?.len() > before).then_some(()))
+        })?;
+        phone(stack, q, "away")?;
+        wait_teams(stack, q, ("Away", "Away"))?;
+        call(stack, p, "end")?;
+        wait_teams(stack, p, ("Available", "Available"))?;
+        let violations = stack.pbx().violations()?;
+        ensure(violations.is_empty(), || {
+            format!("PBX violations: {violations:?}")
+        })?;
+        Ok(())
+    })
+}
