@@ -624,3 +624,21 @@ fn a_hot_swap_mid_call_keeps_the_monitors_and_the_call() -> Result<()> {
         Ok(())
     })
 }
+
+#[test]
+fn a_call_that_ended_while_the_host_was_down_is_cleared_after_the_start() -> Result<()> {
+    let persons = people(1, 60);
+    Stack::run(options(&persons, &[]), |stack| {
+        wait_monitored(stack, 1)?;
+        teams_clients(stack, &persons)?;
+        let p = &persons[0];
+        call(stack, p, "start")?;
+        wait_teams(stack, p, ("Busy", "InACall"))?;
+        stack.stop_host();
+        call(stack, p, "end")?;
+        stack.start_host_again()?;
+        let detail = wait_teams(stack, p, ("Available", "Available"))?;
+        ensure(!has_session(&detail), || format!("session left: {detail}"))?;
+        Ok(())
+    })
+}
