@@ -6,6 +6,7 @@
 //! | `stats/` | `stats/events/<kind>`: events handled per kind (decimal) |
 //! | `pbx/` | `pbx/conn/<ws-id>`: AppWebsocket connection state (JSON), `pbx/repl/<pbx>`: replication resume point |
 //! | `user/` | `user/row/<pbx>/<guid>`: replicated PBX user rows (compact JSON), `user/lic/<guid>`: licence check result |
+//! | `provisioning/` | `provisioning/state`: the last create-or-update of `microsoft365-api` (see `crate::provisioning`) |
 //! | `audit/` | `audit/<at_ms>-<seq>`: the audit trail of presence writes (see `crate::audit`), counted in `stats/audit/` |
 //! | `cfg/`, `sub/`, `token/` | settings from the admin page, Graph subscriptions, tokens (features to come) |
 //!
