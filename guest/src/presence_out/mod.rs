@@ -314,6 +314,7 @@ pub struct PresenceOut {
     timers: BTreeSet<TimerId>,
     failures: u32,
     stats: Stats,
+    /// Problems already logged (unknown PBX activities, monitors that cannot be set up).
     unknown_logged: BTreeSet<String>,
 }
 
@@ -769,11 +770,14 @@ impl PresenceOut {
                 }
                 Err(PbxError::NotConnected) => break,
                 Err(e) => {
-                    env.log(
-                        Level::Warn,
-                        target::APP,
-                        &format!("PBX presence of {sip} cannot be monitored: {e}"),
-                    );
+                    // Said once, not at every scan: it needs the administrator.
+                    if self.unknown_logged.insert(format!("monitor: {e}")) {
+                        env.log(
+                            Level::Warn,
+                            target::APP,
+                            &format!("PBX presence of {sip} cannot be monitored: {e}"),
+                        );
+                    }
                     break;
                 }
             }
