@@ -159,5 +159,19 @@ fn deploy_files_are_valid() -> Result<()> {
         Err(e) => println!("systemd-analyze not available ({e}); unit not verified"),
     }
     std::fs::remove_dir_all(&scratch)?;
+
+    // The container builds with the pinned toolchain.
+    let toolchain = std::fs::read_to_string(root.join("rust-toolchain.toml"))?;
+    let channel = toolchain
+        .lines()
+        .find_map(|l| l.strip_prefix("channel = "))
+        .context("no channel in rust-toolchain.toml")?
+        .trim_matches('"');
+    let dockerfile = std::fs::read_to_string(root.join("deploy/Dockerfile"))?;
+    ensure!(
+        dockerfile.contains(&format!("FROM rust:{channel}-"))
+            && dockerfile.contains(&format!("rustup toolchain install {channel} ")),
+        "deploy/Dockerfile does not build with Rust {channel}"
+    );
     Ok(())
 }
