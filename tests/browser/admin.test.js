@@ -197,6 +197,13 @@ async function main() {
   if (sent.some((s) => s.includes(cfg.password))) throw new Error("the instance password was sent in a request");
   if (!bodies.some((b) => b.url.endsWith("/api/settings"))) throw new Error("no settings response was checked");
 
+  step("the status page on a phone-sized screen");
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.click("#tabs button[data-tab=status]");
+  await page.waitForSelector("#status:not([hidden]) .light");
+  await shot(page, "13-status-phone");
+  await page.setViewportSize({ width: 1280, height: 860 });
+
   step("logout ends the session");
   await page.click("#logout");
   await page.waitForSelector("#login:not([hidden])");

@@ -208,6 +208,16 @@ pub fn lights(env: &mut impl Env, s: &StatusInput, status: &Value) -> Value {
                     "No Notification URL: presence is only read every 30 minutes".to_string(),
                 ),
                 _ if sub["phase"] == "busy" => ("amber", "Subscribing…".to_string()),
+                // Listed and idle without a subscription: the users all fit on other accounts.
+                _ if sub["phase"] == "idle"
+                    && s.tokens.state(account) == Some(&AuthState::Ready) =>
+                {
+                    (
+                        "grey",
+                        "No users assigned to this account now, so no subscription is needed"
+                            .to_string(),
+                    )
+                }
                 _ => (
                     "red",
                     "No subscription yet: waiting for the account's sign-in or Microsoft's answer"

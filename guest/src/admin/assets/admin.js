@@ -236,7 +236,8 @@ async function loadLog() {
   const r = await api("GET", `log?after=${logAfter}&q=${encodeURIComponent(q)}`);
   if (r.status !== 200) return;
   const list = $("#log-lines");
-  const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 20;
+  // Follow new lines unless the administrator scrolled up to read.
+  const atBottom = logAfter === 0 || list.scrollTop + list.clientHeight >= list.scrollHeight - 40;
   for (const l of r.data.lines) {
     logAfter = Math.max(logAfter, l.seq);
     list.append(el("li", { class: l.level, text: `${time(l.at_ms)} ${l.level.toUpperCase().padEnd(5)} ${l.target}: ${l.message}` }));
