@@ -28,6 +28,9 @@ pub const APP_NAME: &str = "innovaphone-microsoft365";
 /// KV key of the last operation's progress.
 pub const STATE_KEY: &str = "provisioning/state";
 
+/// How long the PBX may take to answer before the operation counts as failed.
+const ANSWER_MS: u64 = 30_000;
+
 /// `src` of the `GetAppObjects` request.
 const SRC_LIST: &str = "prov:list";
 /// `src` of the `UpdateObject` request.
@@ -181,7 +184,14 @@ fn blocker(env: &mut impl Env, pbx: &Pbx) -> Option<String> {
 pub fn status(env: &mut impl Env, pbx: &Pbx) -> Value {
     let objects = objects(env, pbx);
     let blocked = blocker(env, pbx);
-    let last: Option<State> = store::get_json(env, STATE_KEY);
+    let mut last: Option<State> = store::get_json(env, STATE_KEY);
+    // A PBX that never answers must not leave the page saying "pending" forever.
+    if let Some(l) = last.as_mut().filter(|l| l.state == "pending")
+        && env.now_ms().saturating_sub(l.at_ms) > ANSWER_MS
+    {
+        l.state = "failed".into();
+        l.detail = format!("no answer from the PBX ({})", l.detail);
+    }
     json!({
         "objects": objects,
         "can_apply": blocked.is_none(),

@@ -244,3 +244,19 @@ fn http_shows_the_objects_but_changes_need_an_admin_session() {
     assert!(pbx.objects().iter().all(|o| o.h323 != "microsoft365-api"));
     assert_eq!(http(&mut c, &mut env, "DELETE").0, 405);
 }
+
+#[test]
+fn a_pbx_that_never_answers_shows_as_failed() {
+    let (_pbx, c, mut env) = start(default_apis());
+    provisioning::start(&mut env, &c.pbx).unwrap();
+    env.now_ms += 5_000;
+    assert_eq!(last(&mut env).state, "pending");
+    env.now_ms += 30_000;
+    let state = last(&mut env);
+    assert_eq!(state.state, "failed");
+    assert!(
+        state.detail.starts_with("no answer from the PBX"),
+        "{}",
+        state.detail
+    );
+}
