@@ -168,6 +168,8 @@ pub struct WorldStats {
     pub pbx_dials: u64,
     /// Teams presence changes made by the workload.
     pub teams_changes: u64,
+    /// PBX presence changes made by the PBX workload (users setting their own `tel:` item).
+    pub pbx_changes: u64,
     /// Faults applied, by kind.
     pub faults: BTreeMap<&'static str, u64>,
     /// Guest requests by method and path shape (ids and queries left out).
@@ -184,6 +186,8 @@ pub struct FakesWorld {
     pub matched: Vec<Matched>,
     /// Teams user id -> when the workload last changed its presence (true time).
     pub teams_changed_at: BTreeMap<String, u64>,
+    /// PBX user guid -> when the PBX workload last changed its own presence (true time).
+    pub pbx_changed_at: BTreeMap<String, u64>,
     /// Every secret handed out by the fake (access and refresh tokens), for the log check.
     pub issued_secrets: BTreeSet<String>,
     /// Counters.
@@ -215,7 +219,18 @@ pub struct FakesWorld {
     /// only changes when this world touches it (always followed by `pump_fake`).
     fake_deadline: Option<i64>,
     pbx_ticked_at: u64,
+    pbx_workload: Option<PbxWorkload>,
 }
+
+/// PBX users changing their own presence on the phone (the PBX -> Teams direction).
+struct PbxWorkload {
+    rng: Rng,
+    mean_ms: u64,
+    next: u64,
+}
+
+/// What PBX users set on their phones (`""` = back to available).
+const PBX_ACTIVITIES: &[&str] = &["", "away", "busy", "dnd", "lunch", "vacation"];
 
 impl FakesWorld {
     /// A world around two prepared fakes. `prefix` is the instance prefix `/<domain>/<instance>`
@@ -239,6 +254,7 @@ impl FakesWorld {
             pbx,
             matched,
             teams_changed_at: BTreeMap::new(),
+            pbx_changed_at: BTreeMap::new(),
             issued_secrets: BTreeSet::new(),
             stats: WorldStats::default(),
             prefix: prefix.trim_end_matches('/').to_string(),
@@ -261,7 +277,43 @@ impl FakesWorld {
             fake_ticked_at: 0,
             fake_deadline,
             pbx_ticked_at: 0,
+            pbx_workload: None,
         }
+    }
+
+    /// Starts PBX users changing their own presence, one change every `mean_ms` on average
+    /// (its own random stream: runs without it draw exactly as before).
+    pub fn start_pbx_workload(&mut self, seed: u64, mean_ms: u64) {
+        let now = self.fake.now() as u64;
+        self.pbx_workload = Some(PbxWorkload {
+            rng: Rng::new(seed ^ 0x7062_782d_776f_726b),
+            mean_ms: mean_ms.max(1),
+            next: now + mean_ms.max(1),
+        });
+    }
+
+    /// Whether PBX users change their presence in this run.
+    pub fn has_pbx_workload(&self) -> bool {
+        self.pbx_workload.is_some()
+    }
+
+    /// One PBX presence change of a random matched user; plans the next one.
+    fn pbx_workload_step(&mut self, now: u64) {
+        let Some(w) = self.pbx_workload.as_mut() else {
+            return;
+        };
+        w.next = now + 1 + w.rng.below(2 * w.mean_ms);
+        if self.matched.is_empty() {
+            return;
+        }
+        let m = &self.matched[w.rng.below(self.matched.len() as u64) as usize];
+        let activity = PBX_ACTIVITIES[w.rng.below(PBX_ACTIVITIES.len() as u64) as usize];
+        let guid = m.pbx_guid.clone();
+        if self.pbx.set_user_presence(&guid, activity, "") {
+            self.stats.pbx_changes += 1;
+            self.pbx_changed_at.insert(guid, now);
+        }
+        self.pump_pbx(now);
     }
 
     /// Plans `action` at virtual time `at`.
@@ -708,9 +760,16 @@ impl World for FakesWorld {
     fn next_wakeup(&self) -> Option<u64> {
         let queue = self.queue.keys().next().map(|(t, _)| *t);
         let action = self.actions.keys().next().map(|(t, _)| *t);
-        [queue, action, self.workload_next, self.fakes_due()]
-            .into_iter()
-            .fold(None, min_opt)
+        let pbx_workload = self.pbx_workload.as_ref().map(|w| w.next);
+        [
+            queue,
+            action,
+            self.workload_next,
+            pbx_workload,
+            self.fakes_due(),
+        ]
+        .into_iter()
+        .fold(None, min_opt)
     }
 
     fn poll(&mut self, now: u64, ids: &mut Ids) -> Vec<Incoming> {
@@ -737,6 +796,10 @@ impl World for FakesWorld {
                 // Uniform in [0, 2 * mean]: a Poisson-like rhythm without floats.
                 let gap = 1 + self.workload_rng.below(2 * self.workload_mean_ms);
                 self.workload_next = Some(now + gap);
+                continue;
+            }
+            if self.pbx_workload.as_ref().is_some_and(|w| w.next <= now) {
+                self.pbx_workload_step(now);
                 continue;
             }
             if self.fakes_due().is_some_and(|d| d <= now) {

@@ -88,6 +88,20 @@ pub fn mapped_activity(availability: &str, activity: &str) -> Option<&'static st
     by(activity).or_else(|| by(availability)).flatten()
 }
 
+/// The PBX -> Teams mapping of the product (`product.md` F2) for preferred presences:
+/// `Some(None)` means "clear", `None` an activity outside the table (or a call, which is a
+/// session, not a preferred presence).
+pub fn teams_preferred(activity: &str) -> Option<Option<(&'static str, &'static str)>> {
+    Some(match activity.to_ascii_lowercase().as_str() {
+        "" => None,
+        "busy" | "meeting" => Some(("Busy", "Busy")),
+        "dnd" => Some(("DoNotDisturb", "DoNotDisturb")),
+        "away" | "vacation" => Some(("Away", "Away")),
+        "lunch" => Some(("BeRightBack", "BeRightBack")),
+        _ => return None,
+    })
+}
+
 /// One invariant's record.
 #[derive(Clone, Debug, Default)]
 pub struct Record {
@@ -118,6 +132,7 @@ pub const NAMES: &[&str] = &[
     "presence-converged",
     "no-subscription-lapse",
     "memory-bounded",
+    "teams-shows-pbx-presence",
 ];
 
 /// The checker of one run.
@@ -150,6 +165,7 @@ pub struct Checker {
     pub longest_lapse_ms: u64,
     memory_day2: Option<usize>,
     memory_day: u64,
+    reverse_last_eval: u64,
     /// Subscriptions whose clientState is in `secrets`.
     client_states: std::collections::BTreeSet<String>,
 }
@@ -193,6 +209,7 @@ impl Checker {
             memory_day2: None,
             memory_day: 0,
             client_states: Default::default(),
+            reverse_last_eval: 0,
         }
     }
 
@@ -244,6 +261,8 @@ impl Checker {
         self.result("no-subscription-lapse", out)?;
         let out = self.memory(sim, now);
         self.result("memory-bounded", out)?;
+        let out = self.reverse(world, now);
+        self.result("teams-shows-pbx-presence", out)?;
         Ok(())
     }
 
@@ -434,9 +453,19 @@ impl Checker {
             if now < changed + self.bounds.presence_ms {
                 continue;
             }
-            let teams = world
-                .fake
-                .presence_detail(&m.uid)
+            let detail = world.fake.presence_detail(&m.uid);
+            // A preferred presence is what the connector itself asserted for the PBX state
+            // (F2): writing it back into the PBX would be the echo it must not make, so the
+            // Teams -> PBX comparison does not apply (teams-shows-pbx-presence covers it).
+            let fake_now = world.fake.now();
+            if detail.is_some_and(|p| {
+                p.preferred
+                    .as_ref()
+                    .is_some_and(|p| p.expires_at > fake_now)
+            }) {
+                continue;
+            }
+            let teams = detail
                 .map(|p| p.published.clone())
                 .unwrap_or(("Offline".into(), "Offline".into()));
             let want = mapped_activity(&teams.0, &teams.1);
@@ -543,6 +572,73 @@ impl Checker {
             }
         }
         Ok(bytes > 0)
+    }
+}
+
+impl Checker {
+    /// PBX -> Teams: once faults are over, a matched, licensed user's PBX presence (the newest
+    /// item that is not the connector's own `teams:` nor `im:`), stable for the bound, is what
+    /// the connector asserts in Teams as preferred presence; available clears it. This is also
+    /// the no-echo check: a Teams change that F1 wrote into the PBX never comes back as a
+    /// preferred presence. A preferred presence lives 1 day (away 7) by design, so after that
+    /// it may have expired.
+    fn reverse(&mut self, world: &FakesWorld, now: u64) -> Result<bool, String> {
+        if !world.has_pbx_workload() {
+            return Ok(false);
+        }
+        let bound = self.bounds.presence_ms;
+        if now < self.faults_end + bound || now < self.reverse_last_eval + 5_000 {
+            return Ok(false);
+        }
+        self.reverse_last_eval = now;
+        let fake_now = world.fake.now();
+        let mut compared = false;
+        for m in world.matched.iter().filter(|m| m.licensed) {
+            let changed = world
+                .pbx_changed_at
+                .get(&m.pbx_guid)
+                .copied()
+                .unwrap_or(0)
+                .max(self.start_ms);
+            if now < changed + bound {
+                continue;
+            }
+            let items = world.pbx.stored_presence(&m.pbx_guid);
+            let counted = items
+                .iter()
+                .find(|i| {
+                    !i.contact.eq_ignore_ascii_case(&self.presence_contact)
+                        && !i.contact.eq_ignore_ascii_case("im:")
+                })
+                .map(|i| i.activity.as_str())
+                .unwrap_or("");
+            let Some(want) = teams_preferred(counted) else {
+                continue;
+            };
+            let have = world.fake.presence_detail(&m.uid).and_then(|p| {
+                p.preferred
+                    .as_ref()
+                    .filter(|p| p.expires_at > fake_now)
+                    .map(|p| (p.availability.as_str(), p.activity.as_str()))
+            });
+            compared = true;
+            if have == want {
+                continue;
+            }
+            let lifetime = match want {
+                Some(("Away", _)) => 7 * 86_400_000,
+                _ => 86_400_000,
+            };
+            if have.is_none() && now >= changed + lifetime {
+                continue;
+            }
+            return Err(format!(
+                "{} set `{counted}` on the PBX at t+{} s, Teams shows the preferred presence {have:?} (want {want:?})",
+                m.upn,
+                changed.saturating_sub(self.start_ms) / 1_000
+            ));
+        }
+        Ok(compared)
     }
 }
 

@@ -25,6 +25,7 @@ const DOMAIN: &str = "example.com";
 const INSTANCE: &str = "m365";
 const LICENCE: &str = "App(innovaphone-microsoft365)";
 const CLIENT_ID: &str = "f1-presence-client";
+const F2_CLIENT_ID: &str = "f2-presence-out-client";
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -54,6 +55,9 @@ pub struct Scenario {
     /// (`presence.renew-interval-s`), whose error message quotes the value, so
     /// `secrets-not-logged` must fire.
     pub leak_secret: bool,
+    /// Also run PBX -> Teams presence (F2): its app registration is configured and PBX users
+    /// change their own presence, so `teams-shows-pbx-presence` has work.
+    pub pbx_to_teams: bool,
 }
 
 impl Scenario {
@@ -69,6 +73,7 @@ impl Scenario {
             break_subscriptions: false,
             upgrade: false,
             leak_secret: false,
+            pbx_to_teams: false,
         }
     }
 
@@ -95,6 +100,9 @@ impl Scenario {
         }
         if self.leak_secret {
             c.push_str(" --leak-secret");
+        }
+        if self.pbx_to_teams {
+            c.push_str(" --pbx-to-teams");
         }
         c
     }
@@ -139,6 +147,8 @@ pub struct Summary {
     pub pbx_dials: u64,
     /// Teams presence changes.
     pub teams_changes: u64,
+    /// PBX presence changes (PBX -> Teams runs).
+    pub pbx_changes: u64,
     /// Final KV entries.
     pub kv_entries: usize,
     /// Final KV bytes (keys + values).
@@ -187,11 +197,12 @@ impl fmt::Display for Summary {
         }
         writeln!(
             f,
-            "world: {} requests to Microsoft, {} posts from Microsoft, {} PBX dials, {} Teams presence changes; KV {} entries, {} timers pending, {} log lines",
+            "world: {} requests to Microsoft, {} posts from Microsoft, {} PBX dials, {} Teams and {} PBX presence changes; KV {} entries, {} timers pending, {} log lines",
             self.http_requests,
             self.fake_posts,
             self.pbx_dials,
             self.teams_changes,
+            self.pbx_changes,
             self.kv_entries,
             self.pending_timers,
             self.log_lines
@@ -404,6 +415,7 @@ pub fn run_with(guest: &Guest, newer: Option<&Guest>, sc: &Scenario) -> Result<S
     }
 
     let mut settings = BTreeMap::new();
+    let mut world_setup: Vec<AppReg> = Vec::new();
     for (k, v) in [
         ("instance.name", INSTANCE.to_string()),
         ("instance.domain", DOMAIN.to_string()),
@@ -436,6 +448,24 @@ pub fn run_with(guest: &Guest, newer: Option<&Guest>, sc: &Scenario) -> Result<S
     if sc.leak_secret {
         settings.insert("presence.renew-interval-s".into(), instance_password);
     }
+    if sc.pbx_to_teams {
+        // F2's own app registration (application permission, client secret).
+        let client_secret = secret(&mut rng, "f2");
+        world_setup.push(AppReg {
+            client_id: F2_CLIENT_ID.into(),
+            display_name: "Connector PBX presence".into(),
+            secret: Some(client_secret.clone()),
+            roles: vec!["Presence.ReadWrite.All".into()],
+            ..Default::default()
+        });
+        settings.insert("presence-out.tenant".into(), fake.tenant_id().to_string());
+        settings.insert("presence-out.client-id".into(), F2_CLIENT_ID.into());
+        settings.insert("presence-out.client-secret".into(), client_secret.clone());
+        secrets.push(client_secret);
+    }
+    for app in world_setup {
+        fake.add_app(app);
+    }
 
     let plan = FaultPlan::draw(&PlanInput {
         seed: sc.seed,
@@ -460,6 +490,10 @@ pub fn run_with(guest: &Guest, newer: Option<&Guest>, sc: &Scenario) -> Result<S
     );
     for (at, action) in &plan.world {
         world.plan(*at, action.clone());
+    }
+    if sc.pbx_to_teams {
+        // As often as Teams changes: about three PBX changes per user and day.
+        world.start_pbx_workload(sc.seed, workload_mean);
     }
     if sc.sabotage {
         world.plan(plan.faults_end + 1, WorldAction::KillPbx("master".into()));
@@ -565,6 +599,25 @@ pub fn run_with(guest: &Guest, newer: Option<&Guest>, sc: &Scenario) -> Result<S
         (None, None) => None,
     };
 
+    // `SIMHOST_LOG_GREP=<text>` prints the guest's log lines containing it (replaying a seed
+    // to see what the guest did about one user).
+    if let Some(needle) = std::env::var_os("SIMHOST_LOG_GREP") {
+        let needle = needle.to_string_lossy().to_string();
+        for line in sim
+            .durable()
+            .logs
+            .iter()
+            .filter(|l| l.message.contains(&needle))
+        {
+            eprintln!(
+                "t+{} s {} {}: {}",
+                (line.at_ms - start) / 1_000,
+                line.level,
+                line.target,
+                line.message
+            );
+        }
+    }
     let stats = sim.stats().clone();
     let last_version = sim.guest_version()?;
     let world = sim.world();
@@ -591,6 +644,7 @@ pub fn run_with(guest: &Guest, newer: Option<&Guest>, sc: &Scenario) -> Result<S
         requests_by_kind: world.stats.requests_by_kind.clone(),
         pbx_dials: world.stats.pbx_dials,
         teams_changes: world.stats.teams_changes,
+        pbx_changes: world.stats.pbx_changes,
         kv_entries: sim.durable().kv.len(),
         kv_bytes: sim
             .durable()

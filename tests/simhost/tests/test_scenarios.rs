@@ -191,3 +191,27 @@ fn a_secret_in_a_log_line_is_caught_without_repeating_it() {
     assert!(v.contains("<secret>") && !v.contains("&+%!"), "{s}");
     assert!(s.to_string().contains("--leak-secret"), "{s}");
 }
+
+/// PBX -> Teams (F2) in the simulator: PBX users change their own presence and
+/// `teams-shows-pbx-presence` compares Teams' preferred presence with the mapped PBX state.
+/// Even without any fault, `anna.meyer34` sets `dnd` at t+38425 s and Teams never shows
+/// DoNotDisturb (no preferred presence at all). Not diagnosed yet: the fake PBX sends monitors
+/// a `PresenceUpdate` on every change, the guest's trace log has no line about her after the
+/// initial `PresenceState`, so the change is lost between the PBX monitor and the `$batch`. Seeds 31, 35 and 42 (`--pbx-to-teams`) fail alike, or on the Teams -> PBX
+/// side for users F2 believes it still asserts a state for. Replay:
+/// `SIMHOST_LOG_GREP=bf522ca5412227d784c832030de2d83c cargo run -p simhost --bin sim -- --seed 41 --days 2 --users 50 --quiet --pbx-to-teams`
+#[test]
+#[ignore = "finding: PBX -> Teams presence lost in the simulator (seed 41), see the doc comment"]
+fn pbx_to_teams_quiet_days_converge() {
+    let mut sc = Scenario::new(41, 2, 50);
+    sc.quiet = true;
+    sc.pbx_to_teams = true;
+    let s = clean(sc);
+    let r = s
+        .invariants
+        .iter()
+        .find(|r| r.name == "teams-shows-pbx-presence")
+        .unwrap();
+    assert!(r.active(), "{s}");
+    assert!(s.pbx_changes > 0, "{s}");
+}

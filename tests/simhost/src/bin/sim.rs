@@ -10,7 +10,7 @@ use std::time::Instant;
 use simhost::scenario::{Scenario, run_with};
 use simhost::{Guest, engine};
 
-const USAGE: &str = "usage: sim [--seed N] [--days D] [--users U] [--rich] [--quiet] [--sabotage] [--break-subscriptions] [--upgrade] [--leak-secret] [--seeds K] [--guest PATH]";
+const USAGE: &str = "usage: sim [--seed N] [--days D] [--users U] [--rich] [--quiet] [--sabotage] [--break-subscriptions] [--upgrade] [--leak-secret] [--pbx-to-teams] [--seeds K] [--guest PATH]";
 
 fn main() -> ExitCode {
     match real_main() {
@@ -45,6 +45,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             "--break-subscriptions" => sc.break_subscriptions = true,
             "--upgrade" => sc.upgrade = true,
             "--leak-secret" => sc.leak_secret = true,
+            "--pbx-to-teams" => sc.pbx_to_teams = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(ExitCode::SUCCESS);
