@@ -237,7 +237,7 @@ struct Listed {
 #[derive(Debug, Clone)]
 enum Pending {
     List { so_far: Vec<Listed> },
-    Delete,
+    Delete { user: String },
     Create { user: String, client_state: String },
     Renew { user: String },
     View { user: String, slots: Vec<Slot> },
@@ -386,6 +386,7 @@ impl CalendarSync {
             self.listed = true;
             return;
         }
+        self.listing = false;
         let Some(token) = self.token(env, tokens) else {
             return;
         };
@@ -425,7 +426,7 @@ impl CalendarSync {
                     &format!("deleting calendar subscription {} (not ours to keep)", l.id),
                 );
                 let req = subs::delete_request(&self.cfg.graph_url, token, &l.id);
-                self.start(env, req, Pending::Delete);
+                self.start(env, req, Pending::Delete { user });
             }
         }
         let lost: Vec<String> = self
@@ -464,14 +465,18 @@ impl CalendarSync {
             if let Some(r) = self.subs.remove(&user) {
                 env.kv_delete(&sub_key(&user));
                 let req = subs::delete_request(&self.cfg.graph_url, &token, &r.id);
-                self.start(env, req, Pending::Delete);
+                self.start(env, req, Pending::Delete { user });
             }
         }
+        // A user whose old subscription is still being deleted waits for that: the same
+        // resource and URL twice would be a conflict.
         let creating: BTreeSet<String> = self
             .pending
             .values()
             .filter_map(|p| match p {
-                Pending::Create { user, .. } | Pending::Renew { user } => Some(user.clone()),
+                Pending::Create { user, .. }
+                | Pending::Renew { user }
+                | Pending::Delete { user } => Some(user.clone()),
                 _ => None,
             })
             .collect();
@@ -689,7 +694,7 @@ impl CalendarSync {
                     self.retry_later(env, Some(&e));
                 }
             },
-            Pending::Delete => {
+            Pending::Delete { .. } => {
                 // 404: already gone. Anything else: Graph lets it expire within its lifetime.
                 if resp.as_ref().is_err_and(|e| e.status != 404) {
                     env.log(
@@ -698,6 +703,7 @@ impl CalendarSync {
                         "deleting a calendar subscription failed; Graph lets it expire",
                     );
                 }
+                self.converge(env, tokens);
             }
             Pending::Create { user, client_state } => match resp.and_then(subs::parse_subscription)
             {
@@ -737,6 +743,10 @@ impl CalendarSync {
                         target::GRAPH,
                         &format!("creating the calendar subscription of {user} failed: {e}"),
                     );
+                    if e.status == 409 {
+                        // One we do not know of is in the way: list and adopt again.
+                        self.listed = false;
+                    }
                     self.retry_later(env, Some(&e));
                 }
             },

@@ -177,6 +177,9 @@ fn start_adopts_its_own_deletes_strays_and_creates_the_missing() {
         "{urls:?}"
     );
     assert!(!urls.iter().any(|u| u.contains("S3")), "{urls:?}");
+    // b's new subscription waits until the stray one on the same resource and URL is gone.
+    assert!(!urls.iter().any(|u| u.starts_with("POST")), "{urls:?}");
+    t.answer("DELETE", "/subscriptions/S2", HttpResponse::text(204, ""));
     // Only b needs a new subscription, and asks for every change of its events.
     let creates: Vec<&HttpRequest> = t
         .env
