@@ -328,15 +328,37 @@ fn settle_calendar_read(stack: &Stack) -> Result<()> {
     })
 }
 
-/// An event moved while it runs: moved later -> cleared at once; moved back to now -> shown
-/// again, and cleared at its new end.
+/// Graph removes a user's subscription (lifecycle `subscriptionRemoved`): a new one replaces
+/// it. Then an event moved while it runs: moved later -> cleared at once; moved back to now ->
+/// shown again, and cleared at its new end (the changes arrive through the new subscription).
 #[test]
 fn event_moved_while_in_progress() -> Result<()> {
     let persons = people(2, 33);
     Stack::run(options(&persons), |stack| {
         stack.wait_for_pbx_logins()?;
-        wait_subscribed(stack, &persons)?;
+        let subs = wait_subscribed(stack, &persons)?;
         let ada = &persons[0];
+        let ada_id = stack
+            .m365()
+            .users()?
+            .into_iter()
+            .find(|u| u["userPrincipalName"] == ada.email.as_str())
+            .and_then(|u| u["id"].as_str().map(str::to_string))
+            .context("ada in the fake tenant")?;
+        let old = subs
+            .iter()
+            .find(|(u, _)| *u == ada_id)
+            .map(|(_, id)| id.clone())
+            .context("ada's subscription")?;
+        stack.m365().call(
+            "POST",
+            &format!("/subscriptions/{old}/lifecycle"),
+            Some(json!({"event": "subscriptionRemoved"})),
+        )?;
+        let subs = wait_subscribed(stack, &persons)?;
+        ensure(!subs.iter().any(|(_, id)| *id == old), || {
+            format!("the removed subscription is still listed: {subs:?}")
+        })?;
         let now = graph_now(stack)?;
         let id = add_event(
             stack,
