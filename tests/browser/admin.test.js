@@ -138,7 +138,7 @@ async function main() {
   await page.fill("#match-search", cfg.personName);
   await page.waitForFunction(() => document.querySelectorAll("#match-rows tr").length === 1, null, { timeout: WAIT_MS });
   const csv = await page.evaluate(async () => (await fetch(document.querySelector("#match-csv").href)).text());
-  if (!csv.startsWith("pbx_user,") || !csv.includes(cfg.personName)) throw new Error(`CSV export: ${csv.slice(0, 300)}`);
+  if (!csv.startsWith("name,h323,") || !csv.includes(cfg.personName)) throw new Error(`CSV export: ${csv.slice(0, 300)}`);
 
   step("a Teams presence change appears in the live log and audit trail");
   await page.click("#tabs button[data-tab=log]");

@@ -157,7 +157,12 @@ fn answer(env: &mut impl Env, req: &InboundRequest, status: &StatusInput) -> Out
             remove_account(env, &percent_decode(&p["/accounts/".len()..]))
         }
         ("GET", "/matching") => {
-            let rows = matching_rows(env, q("q").as_deref());
+            let pbx_names: Vec<String> = status
+                .pbx
+                .connections()
+                .filter_map(|c| c.pbx.clone())
+                .collect();
+            let rows = matching_rows(env, &pbx_names, q("q").as_deref());
             if q("format").as_deref() == Some("csv") {
                 let mut r = HttpResponse {
                     status: 200,
@@ -390,7 +395,7 @@ fn remove_account(env: &mut impl Env, name: &str) -> Outcome {
 }
 
 /// Every PBX user the matching looked at: matched (with the Entra id) or why not.
-fn matching_rows(env: &mut impl Env, filter: Option<&str>) -> Vec<Value> {
+fn matching_rows(env: &mut impl Env, pbx_names: &[String], filter: Option<&str>) -> Vec<Value> {
     let mut rows = Vec::new();
     store::for_each(env, matching::USER_PREFIX, |_, v| {
         if let Ok(m) = serde_json::from_slice::<Matched>(v) {
@@ -415,15 +420,39 @@ fn matching_rows(env: &mut impl Env, filter: Option<&str>) -> Vec<Value> {
             rows.push(json!({"pbx_user": p.name, "guid": p.guid, "pbx": "", "entra_id": "", "status": reason, "reason": words}));
         }
     });
+    // The PBX user's names, from the replicated rows of whichever PBX has them.
+    for row in &mut rows {
+        let guid = row["guid"].as_str().unwrap_or("").to_string();
+        let assigned = row["pbx"].as_str().unwrap_or("").to_string();
+        let found = std::iter::once(&assigned)
+            .chain(pbx_names)
+            .filter(|p| !p.is_empty())
+            .find_map(|p| crate::pbx::users::get(env, p, &guid));
+        if let Some(u) = found {
+            row["name"] = json!(if u.dn.is_empty() { u.cn } else { u.dn });
+            row["h323"] = json!(u.h323);
+            if row["pbx"] == "" {
+                row["pbx"] = json!(u.loc);
+            }
+        }
+    }
     if let Some(f) = filter.map(str::to_lowercase).filter(|f| !f.is_empty()) {
-        rows.retain(|r| r.to_string().to_lowercase().contains(&f));
+        // Values only, so searching for a column name finds nothing.
+        rows.retain(|r| {
+            r.as_object().is_some_and(|o| {
+                o.values()
+                    .any(|v| v.as_str().is_some_and(|t| t.to_lowercase().contains(&f)))
+            })
+        });
     }
     rows.sort_by(|a, b| a["pbx_user"].as_str().cmp(&b["pbx_user"].as_str()));
     rows
 }
 
 fn to_csv(rows: &[Value]) -> String {
-    let cols = ["pbx_user", "guid", "pbx", "status", "entra_id", "reason"];
+    let cols = [
+        "name", "h323", "pbx_user", "guid", "pbx", "status", "entra_id", "reason",
+    ];
     let cell = |s: &str| {
         // Quote everything; a leading formula character is neutralised for spreadsheets.
         let s = if s.starts_with(['=', '+', '-', '@']) {

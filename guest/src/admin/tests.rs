@@ -343,3 +343,68 @@ fn a_flood_of_challenges_is_refused_and_head_has_no_body() {
     p.call("HEAD", "/admin/", Value::Null);
     assert!(p.env.responses.last().unwrap().1.body.is_empty());
 }
+
+#[test]
+fn matching_preview_names_every_user_and_exports_csv() {
+    use crate::matching::{Matched, Problem, Reason};
+    use crate::pbx::users::{self, UserRow};
+    let mut p = Page::new();
+    p.login("pwd");
+    let row = |guid: &str, h323: &str, dn: &str| UserRow {
+        guid: guid.into(),
+        h323: h323.into(),
+        dn: dn.into(),
+        loc: "master".into(),
+        ..Default::default()
+    };
+    users::put(&mut p.env, "master", &row("g1", "ada", "Ada Berg"));
+    users::put(&mut p.env, "master", &row("g2", "=cmd", "Eve Formula"));
+    let m = Matched {
+        id: "entra-1".into(),
+        guid: "g1".into(),
+        loc: "master".into(),
+        name: "ada".into(),
+    };
+    crate::store::set_json(&mut p.env, "match/user/entra-1", &m);
+    let problem = Problem {
+        guid: "g2".into(),
+        name: "=cmd".into(),
+        reason: Reason::NoCandidate,
+        candidates: vec![],
+    };
+    crate::store::set_json(&mut p.env, "match/problem/g2", &problem);
+    let (_, body, _) = p.call("GET", "/admin/api/matching", Value::Null);
+    let rows = body["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["name"], "Ada Berg");
+    assert_eq!(rows[1]["entra_id"], "entra-1");
+    assert_eq!(rows[0]["reason"], "No Entra user has this name");
+    // Search looks at values only.
+    p.next += 1;
+    let mut req = request(
+        "GET",
+        "/admin/api/matching",
+        Value::Null,
+        vec![Header::new(
+            "cookie",
+            &format!("m365admin={}", p.cookie.clone().unwrap()),
+        )],
+    );
+    req.query = "q=Ada%20B".into();
+    p.c.handle(&mut p.env, Event::HttpRequest(p.next, req.clone()));
+    let found: Value = serde_json::from_slice(&p.env.responses.last().unwrap().1.body).unwrap();
+    assert_eq!(found["rows"].as_array().unwrap().len(), 1);
+    req.query = "q=status".into();
+    p.next += 1;
+    p.c.handle(&mut p.env, Event::HttpRequest(p.next, req.clone()));
+    let none: Value = serde_json::from_slice(&p.env.responses.last().unwrap().1.body).unwrap();
+    assert!(none["rows"].as_array().unwrap().is_empty());
+    req.query = "format=csv".into();
+    p.next += 1;
+    p.c.handle(&mut p.env, Event::HttpRequest(p.next, req));
+    let csv = String::from_utf8(p.env.responses.last().unwrap().1.body.clone()).unwrap();
+    assert!(csv.starts_with("name,h323,pbx_user,"));
+    assert!(csv.contains("\"Ada Berg\",\"ada\""));
+    // A value a spreadsheet would run as a formula is defused.
+    assert!(csv.contains("\"'=cmd\""));
+}

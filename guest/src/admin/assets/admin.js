@@ -223,9 +223,12 @@ async function loadMatching() {
   let matched = 0;
   for (const m of r.data.rows) {
     const ok = m.status === "matched"; if (ok) matched++;
-    rows.append(el("tr", {}, el("td", { text: m.pbx_user }), el("td", { text: m.pbx }),
-      el("td", {}, el("span", { class: "tag " + (ok ? "matched" : "problem"), text: ok ? "matched" : m.status })),
-      el("td", { text: ok ? m.entra_id : m.reason })));
+    const who = el("td", {}, m.name || m.pbx_user);
+    if (m.h323) who.append(el("div", { class: "muted small", text: m.h323 }));
+    const entra = ok ? el("td", {}, m.entra_id, el("div", { class: "muted small", text: `matched on “${m.pbx_user}”` }))
+      : el("td", { text: m.reason });
+    rows.append(el("tr", {}, who, el("td", { text: m.pbx }),
+      el("td", {}, el("span", { class: "tag " + (ok ? "matched" : "problem"), text: ok ? "matched" : m.status })), entra));
   }
   $("#match-summary").textContent = `${r.data.rows.length} users shown, ${matched} matched, ${r.data.rows.length - matched} not synced.`;
 }
