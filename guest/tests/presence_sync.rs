@@ -110,6 +110,8 @@ struct World {
     tickets: BTreeMap<u64, RequestId>,
     timers: BTreeMap<u64, (u64, String)>,
     inbound: u64,
+    /// Graph's answers carry no `Date` header (as in the simulator's world).
+    no_date: bool,
 }
 
 fn node(name: &str) -> NodeConfig {
@@ -225,6 +227,7 @@ impl World {
             tickets: BTreeMap::new(),
             timers: BTreeMap::new(),
             inbound: 1_000_000,
+            no_date: false,
         }
     }
 
@@ -261,10 +264,12 @@ impl World {
             .iter()
             .map(|(n, v)| Header::new(n, v))
             .collect();
-        headers.push(Header::new(
-            "Date",
-            &microsoft365::graph::subscriptions::http_date(self.fake.now() as u64),
-        ));
+        if !self.no_date {
+            headers.push(Header::new(
+                "Date",
+                &microsoft365::graph::subscriptions::http_date(self.fake.now() as u64),
+            ));
+        }
         HttpResponse {
             status: resp.status,
             headers,
@@ -1512,4 +1517,37 @@ fn the_user_subscription_is_renewed_hourly_and_reused_after_a_restart() {
     );
     assert_eq!(w.user_subscription_creates(), vec![201, 201]);
     assert_ne!(user_subscription_id(&w), id);
+}
+
+#[test]
+fn a_local_clock_ahead_without_a_date_header_asks_shorter_lifetimes_instead_of_lapsing() {
+    let names = people(3);
+    let mut w = World::new(&names, &[], 1);
+    // The local clock runs 8 minutes ahead and Graph's answers say nothing of its own clock:
+    // the full 60 minutes asked end 68 minutes after Microsoft's now, which Graph refuses.
+    w.no_date = true;
+    w.env.now_ms += 8 * 60_000;
+    w.start();
+    w.advance(60_000);
+    let creates = w.graph_calls("POST", "/v1.0/subscriptions");
+    assert_eq!(creates.first(), Some(&400), "{creates:?}");
+    assert_eq!(creates.last(), Some(&201), "{creates:?}");
+    assert!(
+        w.env
+            .logged("Graph refused the subscription expiry as too far ahead")
+    );
+    let id = subscription_id(&w);
+    // Hours later the same subscription still lives, renewed by PATCH, and sync works.
+    minutes(&mut w, 3 * 60);
+    assert_eq!(subscription_id(&w), id);
+    let renewals = w.graph_calls("PATCH", &format!("/v1.0/subscriptions/{id}"));
+    assert!(
+        renewals.len() >= 15 && renewals.iter().all(|s| *s == 200),
+        "{renewals:?}"
+    );
+    w.fake
+        .teams_client_presence("person.0002@contoso.onmicrosoft.com", None, "Away", "Away")
+        .unwrap();
+    w.advance(1_000);
+    assert_eq!(w.pbx_activity(2).as_deref(), Some("away"));
 }

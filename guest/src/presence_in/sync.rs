@@ -264,6 +264,9 @@ pub struct PresenceSync {
     users_sub_renewed_ms: Option<u64>,
     /// A user changed: read the users again at the next settle timer.
     users_due: bool,
+    /// Asked lifetimes are shortened by this much after Graph refused an expiry as too far
+    /// (our idea of Microsoft's clock was ahead of it, e.g. without a `Date` header).
+    expiry_cut_ms: u64,
 }
 
 /// The subscription to changes of Entra users (`users-sub`): a change makes the users be read
@@ -376,6 +379,7 @@ impl PresenceSync {
             users_sub_reauth: false,
             users_sub_renewed_ms: None,
             users_due: false,
+            expiry_cut_ms: 0,
         }
     }
 
@@ -806,7 +810,7 @@ impl PresenceSync {
                     None
                 };
                 let client_state = format!("{:016x}{:016x}", env.random_u64(), env.random_u64());
-                let expiry = self.graph_now(env) + self.cfg.lifetime_ms;
+                let expiry = self.graph_now(env) + self.lifetime_asked();
                 let Some(urls) = &self.cfg.urls else {
                     return;
                 };
@@ -863,7 +867,7 @@ impl PresenceSync {
             &self.cfg.graph_url,
             token,
             &r.id,
-            now + self.cfg.lifetime_ms,
+            now + self.cfg.lifetime_ms.saturating_sub(self.expiry_cut_ms),
         );
         s.phase = Phase::Busy;
         s.sending_token = Some(token.to_string());
@@ -1111,6 +1115,33 @@ impl PresenceSync {
         );
         self.retired.remove(account);
         env.kv_delete(&sub_key(account));
+    }
+
+    /// The presence subscription lifetime to ask for.
+    fn lifetime_asked(&self) -> u64 {
+        self.cfg.lifetime_ms.saturating_sub(self.expiry_cut_ms)
+    }
+
+    /// Graph refused the expiry as too far in the future (400 "Subscription expiration can
+    /// only be N minutes in the future"): the local clock runs ahead of Microsoft's and no
+    /// `Date` corrected it. Asking the full lifetime again would fail the same way every time
+    /// and let the subscription lapse, so later requests ask 5 minutes less each time (down
+    /// to Graph's 45-minute minimum).
+    fn expiry_refused(&mut self, env: &mut impl Env, e: &GraphError) {
+        let too_far = e.status == 400 && e.message.to_ascii_lowercase().contains("expiration");
+        let floor = 45 * 60_000;
+        if !too_far || self.lifetime_asked() <= floor {
+            return;
+        }
+        self.expiry_cut_ms = (self.expiry_cut_ms + 5 * 60_000).min(self.cfg.lifetime_ms - floor);
+        env.log(
+            Level::Warn,
+            target::GRAPH,
+            &format!(
+                "Graph refused the subscription expiry as too far ahead (is the local clock ahead of Microsoft's?); asking {} minutes from now",
+                self.lifetime_asked() / 60_000
+            ),
+        );
     }
 
     /// Answers `reauthorizationRequired` (graph.md §3.6: get a fresh token, then PATCH).
@@ -1435,7 +1466,10 @@ impl PresenceSync {
                     }
                     self.list(env, tokens, &account);
                 }
-                Err(e) => self.retry_sub(env, &account, &e, false),
+                Err(e) => {
+                    self.expiry_refused(env, &e);
+                    self.retry_sub(env, &account, &e, false)
+                }
             },
             Pending::Renew { account } => {
                 match subs::parse_subscription(&resp) {
@@ -1465,7 +1499,10 @@ impl PresenceSync {
                         }
                         self.converge(env, tokens, &account);
                     }
-                    Err(e) => self.retry_sub(env, &account, &e, false),
+                    Err(e) => {
+                        self.expiry_refused(env, &e);
+                        self.retry_sub(env, &account, &e, false)
+                    }
                 }
             }
             Pending::Delete { account } => {
