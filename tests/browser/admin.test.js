@@ -22,6 +22,7 @@ const cfg = {
   personEmail: need("PERSON_EMAIL"),
   personName: need("PERSON_NAME"),
   deviceUser: need("DEVICE_USER"),
+  unmatchedName: need("UNMATCHED_NAME"),
   clientSecret: need("CLIENT_SECRET"),
   screenshots: need("SCREENSHOTS"),
   chromium: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -134,6 +135,7 @@ async function main() {
   step("matching preview, search and CSV");
   await page.click("#tabs button[data-tab=matching]");
   await page.waitForFunction((n) => [...document.querySelectorAll("#match-rows tr")].some((r) => r.textContent.includes(n) && r.textContent.includes("matched")), cfg.personName, { timeout: WAIT_MS });
+  await page.waitForFunction((n) => [...document.querySelectorAll("#match-rows tr")].some((r) => r.textContent.includes(n) && r.textContent.includes("No Entra user has this name")), cfg.unmatchedName, { timeout: WAIT_MS });
   await shot(page, "8-matching");
   await page.fill("#match-search", cfg.personName);
   await page.waitForFunction(() => document.querySelectorAll("#match-rows tr").length === 1, null, { timeout: WAIT_MS });

@@ -37,6 +37,11 @@ fn admin_page_in_a_browser() -> Result<()> {
     }
     let persons = people(6, 77);
     let mut options: StackOptions = synced_stack(&persons, Vec::new());
+    // One PBX user nobody in the tenant matches: the preview must say why.
+    let stranger = people(7, 77).pop().expect("seven people");
+    let pbx = options.pbx.as_mut().expect("synced stack has a PBX");
+    pbx.extra_users.push(stranger.pbx_user("master"));
+    pbx.licences = Some(persons.len() as u32 + 1);
     let m365 = options.m365.as_mut().expect("synced stack has M365");
     m365.apps.push(json!({
         "clientId": CLIENT_ID,
@@ -69,6 +74,7 @@ fn admin_page_in_a_browser() -> Result<()> {
             .env("PERSON_EMAIL", &persons[0].email)
             .env("PERSON_NAME", &persons[0].h323)
             .env("DEVICE_USER", DEVICE_USER)
+            .env("UNMATCHED_NAME", &stranger.h323)
             .env("CLIENT_SECRET", CLIENT_SECRET)
             .env("SCREENSHOTS", &screenshots)
             .env("CHROMIUM", &chromium)
