@@ -369,6 +369,36 @@ fn nothing_echoes_in_either_direction_even_when_flapping() -> Result<()> {
             .m365()
             .set_teams_presence(&q.email, "Available", "Available")?;
 
+        // Rapid flapping in Teams (the user's own client): F1 follows it in the PBX, and none
+        // of it comes back to Teams.
+        for (a, b) in [
+            ("DoNotDisturb", "DoNotDisturb"),
+            ("Busy", "InACall"),
+            ("Away", "Away"),
+            ("Busy", "Busy"),
+        ]
+        .iter()
+        .cycle()
+        .take(12)
+        {
+            stack.m365().set_teams_presence(&q.email, a, b)?;
+            settle(Duration::from_millis(100));
+        }
+        stack
+            .m365()
+            .set_teams_presence(&q.email, "Available", "Available")?;
+        stack.wait_until("F1 to settle on available", |s| {
+            let items = pbx_items(s, q)?;
+            Ok((!items.iter().any(|(c, a)| c == "teams:" && !a.is_empty())).then_some(()))
+        })?;
+        settle(Duration::from_secs(2));
+        ensure(writes_of(stack, &qid)? == before, || {
+            format!(
+                "Teams flapping travelled back: {:?}",
+                writes_of(stack, &qid)
+            )
+        })?;
+
         // Rapid flapping of a PBX call: Teams ends cleared, the PBX without our item, and the
         // traffic stops (no loop).
         for _ in 0..8 {
