@@ -288,8 +288,11 @@ fn recurring_series_with_a_cancelled_occurrence_and_an_exception() -> Result<()>
         let mut weekly = event("Retro", "tentative", week_ago, week_ago + 1_800_000);
         weekly["recurrence"] = json!({"pattern": {"type": "weekly", "interval": 1, "daysOfWeek": [weekday]},
             "range": {"type": "noEnd", "startDate": date(week_ago), "recurrenceTimeZone": "UTC"}});
+        let reads = calendar_reads(stack, bo)?;
         let retro = add_event(stack, bo, weekly)?;
-        settle_calendar_read(stack)?;
+        stack.wait_until("the new series read", |s| {
+            Ok((calendar_reads(s, bo)? > reads).then_some(()))
+        })?;
         ensure(calendar(stack, bo)?.0.is_empty(), || {
             "the weekly series showed outside its occurrence".into()
         })?;
@@ -308,24 +311,27 @@ fn recurring_series_with_a_cancelled_occurrence_and_an_exception() -> Result<()>
     })
 }
 
-/// Waits until the fake has answered a calendarView read after this call (the connector read
-/// the calendar after the last change).
-fn settle_calendar_read(stack: &Stack) -> Result<()> {
-    let seen = |s: &Stack| -> Result<usize> {
-        Ok(s.m365()
-            .requests()?
-            .iter()
-            .filter(|r| {
-                r["target"]
-                    .as_str()
-                    .is_some_and(|t| t.contains("/calendarView"))
-            })
-            .count())
-    };
-    let before = seen(stack)?;
-    stack.wait_until("a calendarView read", |s| {
-        Ok((seen(s)? > before).then_some(()))
-    })
+/// How many calendarView reads of `p`'s calendar the fake has answered.
+fn calendar_reads(stack: &Stack, p: &Person) -> Result<usize> {
+    let id = entra_id(stack, p)?;
+    let path = format!("/users/{id}/calendarView");
+    Ok(stack
+        .m365()
+        .requests()?
+        .iter()
+        .filter(|r| r["target"].as_str().is_some_and(|t| t.contains(&path)))
+        .count())
+}
+
+/// The fake tenant's user id of `p`.
+fn entra_id(stack: &Stack, p: &Person) -> Result<String> {
+    stack
+        .m365()
+        .users()?
+        .into_iter()
+        .find(|u| u["userPrincipalName"] == p.email.as_str())
+        .and_then(|u| u["id"].as_str().map(str::to_string))
+        .with_context(|| format!("{} in the fake tenant", p.email))
 }
 
 /// Graph removes a user's subscription (lifecycle `subscriptionRemoved`): a new one replaces
@@ -338,13 +344,7 @@ fn event_moved_while_in_progress() -> Result<()> {
         stack.wait_for_pbx_logins()?;
         let subs = wait_subscribed(stack, &persons)?;
         let ada = &persons[0];
-        let ada_id = stack
-            .m365()
-            .users()?
-            .into_iter()
-            .find(|u| u["userPrincipalName"] == ada.email.as_str())
-            .and_then(|u| u["id"].as_str().map(str::to_string))
-            .context("ada in the fake tenant")?;
+        let ada_id = entra_id(stack, ada)?;
         let old = subs
             .iter()
             .find(|(u, _)| *u == ada_id)
