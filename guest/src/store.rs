@@ -8,6 +8,7 @@
 //! | `user/` | `user/row/<pbx>/<guid>`: replicated PBX user rows (compact JSON), `user/lic/<guid>`: licence check result |
 //! | `provisioning/` | `provisioning/state`: the last create-or-update of `microsoft365-api` (see `crate::provisioning`) |
 //! | `audit/` | `audit/<at_ms>-<seq>`: the audit trail of presence writes (see `crate::audit`), counted in `stats/audit/` |
+//! | `calendar/` | calendar presence (F3, see `crate::calendar`): `user/<entra id>` schedule and presence written, `sub/<entra id>` event subscription, `inbox/<entra id>` notified users not read yet, `clock-skew-ms` |
 //! | `cfg/`, `sub/`, `token/` | settings from the admin page, Graph subscriptions, tokens (features to come) |
 //!
 //! Variable key segments (PBX names) are escaped with [`segment`] so a `/` in a name cannot
