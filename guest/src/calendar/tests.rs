@@ -441,3 +441,36 @@ fn a_wrong_local_clock_does_not_shift_meetings() {
     // The skew is kept for a restart.
     assert_eq!(t.env.kv_text(SKEW_KEY).as_deref(), Some("600000"));
 }
+
+#[test]
+fn a_user_no_longer_matched_loses_schedule_and_subscription_a_new_one_is_read() {
+    let mut t = started(TestEnv::new(), &["a"]);
+    t.answer("GET", "/subscriptions", listed(json!([])));
+    t.answer("POST", "/subscriptions", created("S1"));
+    t.answer("GET", "/users/a/calendarView", listed(json!([])));
+    assert!(t.env.kv_text("calendar/user/a").is_some());
+    // F1 matched again: a lost its licence, b is new.
+    t.env.kv_delete(&format!("{}a", matching::USER_PREFIX));
+    matched(&mut t.env, "b");
+    t.env.requests.clear();
+    t.cal.on_matches_changed(&mut t.env, &mut t.pbx, &t.tokens);
+    let urls = t.urls();
+    assert!(
+        urls.contains(&format!("DELETE {GRAPH}/v1.0/subscriptions/S1")),
+        "{urls:?}"
+    );
+    assert!(
+        urls.iter().any(|u| u.contains("/users/b/calendarView")),
+        "{urls:?}"
+    );
+    assert!(
+        urls.contains(&format!("POST {GRAPH}/v1.0/subscriptions")),
+        "{urls:?}"
+    );
+    assert!(t.env.kv_text("calendar/user/a").is_none());
+    assert!(t.env.kv_text("calendar/sub/a").is_none());
+    // Nothing changed: no work.
+    t.env.requests.clear();
+    t.cal.on_matches_changed(&mut t.env, &mut t.pbx, &t.tokens);
+    assert!(t.env.requests.is_empty(), "{:?}", t.urls());
+}
