@@ -102,7 +102,16 @@ fn admin_page_in_a_browser() -> Result<()> {
         anyhow::ensure!(account.state == "ready", "teams1 is {}", account.state);
         let device = status.account("teams2").context("teams2 not in /status")?;
         anyhow::ensure!(device.state == "ready", "teams2 is {}", device.state);
-        // The host log never shows the secrets typed into the page.
+        // Neither the public status page, the provisioning view nor the host log shows the
+        // secrets typed into the page.
+        let public = format!(
+            "{}{}",
+            stack.connector().status_json()?,
+            stack.connector().get("/provisioning")?.ok_json()?
+        );
+        for secret in [ACCOUNT_PASSWORD, CLIENT_SECRET, password.as_str()] {
+            anyhow::ensure!(!public.contains(secret), "a public page shows a secret");
+        }
         let log = stack.host_log();
         for secret in [ACCOUNT_PASSWORD, CLIENT_SECRET, password.as_str()] {
             anyhow::ensure!(!log.contains(secret), "the host log shows a secret");
