@@ -4,7 +4,8 @@
 //! secrets. After the accounts signed in and the host restarted (so sled has flushed
 //! everything), every file of the data directory is read as raw bytes and none holds any
 //! secret in any encoding tried (plain, hex, base64 at every alignment, UTF-16, JSON- and
-//! form-escaped); neither does any line of the host log.
+//! form-escaped); neither does any line of the host log (debug, guest targets at trace, every
+//! admin trace switch on while the secrets travel) nor the admin page's live log.
 //!
 //! The scanner proves it can see: it finds the replicated PBX user names, which are stored in
 //! the clear, and a planted secret in each encoding.
@@ -259,6 +260,16 @@ impl Admin {
         })
     }
 
+    fn get(&self, path: &str) -> Result<Value> {
+        let (status, _, text) = curl(&[
+            "-H",
+            &format!("cookie: {}", self.cookie),
+            &format!("{}/admin/api{path}", self.url),
+        ])?;
+        ensure!(status == 200, "GET {path}: {status} {text}");
+        Ok(serde_json::from_str(&text)?)
+    }
+
     fn send(&self, method: &str, path: &str, body: &Value) -> Result<Value> {
         let (status, _, text) = curl(&[
             "-X",
@@ -316,7 +327,7 @@ fn data_directory_and_log_hold_no_secret() -> Result<()> {
     );
     options.instance_password = INSTANCE_PASSWORD.into();
     // Chatty logs: more lines that must not carry a secret.
-    options.log_filter = "debug".into();
+    options.log_filter = "debug,guest=trace".into();
     let m365 = options.m365.as_mut().context("synced stack has M365")?;
     m365.users.push(json!({
         "displayName": "Teams Saved", "userPrincipalName": SAVED_ACCOUNT_USER,
@@ -331,6 +342,23 @@ fn data_directory_and_log_hold_no_secret() -> Result<()> {
         // Secrets saved from the admin page.
         let url = stack.connector().url;
         let admin = Admin::login(&url, INSTANCE_PASSWORD)?;
+        // Every trace switch on (App, Database, HTTP client, Webserver, ...) before the secrets
+        // travel: the most a log can say.
+        let trace = admin.get("/trace")?;
+        let mut switched = 0;
+        for switch in trace["switches"].as_array().context("trace switches")? {
+            let on = json!({"target": switch["target"], "on": true});
+            // Host-side switches (TLS, TCP) follow the host's log filter (`log_filter`).
+            match admin.send("PUT", "/trace", &on) {
+                Ok(_) => switched += 1,
+                Err(e) if e.to_string().contains("traced by the host") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        ensure!(
+            switched >= 3,
+            "only {switched} trace switches could be turned on"
+        );
         let mut values = serde_json::Map::new();
         for (name, secret) in CLIENT_SECRETS {
             values.insert(name.into(), json!(secret));
@@ -346,6 +374,18 @@ fn data_directory_and_log_hold_no_secret() -> Result<()> {
         stack.wait_for_status("teams2 signed in", |st| {
             st.account("teams2").is_some_and(|a| a.state == "ready")
         })?;
+        // The admin page's live log and audit trail (in memory until the restart).
+        let live = admin.get("/log")?.to_string();
+        ensure!(
+            live.contains("[trace]") || live.len() > 1000,
+            "the live log is nearly empty"
+        );
+        let found = leaks(live.as_bytes(), &secrets());
+        ensure!(
+            found.is_empty(),
+            "the admin live log holds {}",
+            found.join(", ")
+        );
         stack.restart_host()?;
         stack.wait_for_status("both accounts signed in after the restart", |st| {
             ["teams1", "teams2"]
