@@ -292,6 +292,16 @@ impl FakesWorld {
         });
     }
 
+    /// The user's own PBX presence: the activity of the `tel:` item (`""` without one).
+    pub fn own_pbx_activity(&self, guid: &str) -> String {
+        self.pbx
+            .stored_presence(guid)
+            .iter()
+            .find(|i| i.contact == "tel:")
+            .map(|i| i.activity.clone())
+            .unwrap_or_default()
+    }
+
     /// Whether PBX users change their presence in this run.
     pub fn has_pbx_workload(&self) -> bool {
         self.pbx_workload.is_some()
@@ -309,9 +319,14 @@ impl FakesWorld {
         let m = &self.matched[w.rng.below(self.matched.len() as u64) as usize];
         let activity = PBX_ACTIVITIES[w.rng.below(PBX_ACTIVITIES.len() as u64) as usize];
         let guid = m.pbx_guid.clone();
+        let before = self.own_pbx_activity(&guid);
         if self.pbx.set_user_presence(&guid, activity, "") {
             self.stats.pbx_changes += 1;
-            self.pbx_changed_at.insert(guid, now);
+            // Only a real change makes the connector write to Teams (and restarts the
+            // preferred presence's lifetime there).
+            if before != activity {
+                self.pbx_changed_at.insert(guid, now);
+            }
         }
         self.pump_pbx(now);
     }

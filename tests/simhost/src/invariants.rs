@@ -166,6 +166,8 @@ pub struct Checker {
     memory_day2: Option<usize>,
     memory_day: u64,
     reverse_last_eval: u64,
+    /// Teams user id -> the preferred presence last seen and since when (PBX -> Teams runs).
+    preferred: BTreeMap<String, (Option<(String, String)>, u64)>,
     /// Subscriptions whose clientState is in `secrets`.
     client_states: std::collections::BTreeSet<String>,
 }
@@ -210,6 +212,7 @@ impl Checker {
             memory_day: 0,
             client_states: Default::default(),
             reverse_last_eval: 0,
+            preferred: BTreeMap::new(),
         }
     }
 
@@ -443,13 +446,25 @@ impl Checker {
         let settled = self.faults_end + self.bounds.presence_ms;
         // A pass over all users per event would dominate the run; a converged state is steady,
         // so every five simulated seconds loses nothing.
-        if !self.presence_seen || now < settled || now < self.presence_last_eval + 5_000 {
+        if now < self.presence_last_eval + 5_000 {
+            return Ok(false);
+        }
+        self.track_preferred(world, now);
+        if !self.presence_seen || now < settled {
             return Ok(false);
         }
         self.presence_last_eval = now;
         let mut compared = false;
         for m in world.matched.iter().filter(|m| m.licensed) {
-            let changed = world.teams_changed_at.get(&m.uid).copied().unwrap_or(0);
+            // When the connector's preferred presence comes or goes, the Teams presence F1
+            // sees changes too: the bound counts from then as well.
+            let preferred_changed = self.preferred.get(&m.uid).map_or(0, |(_, at)| *at);
+            let changed = world
+                .teams_changed_at
+                .get(&m.uid)
+                .copied()
+                .unwrap_or(0)
+                .max(preferred_changed);
             if now < changed + self.bounds.presence_ms {
                 continue;
             }
@@ -576,6 +591,32 @@ impl Checker {
 }
 
 impl Checker {
+    /// Notes when each matched user's live preferred presence changed (set, cleared, expired).
+    fn track_preferred(&mut self, world: &FakesWorld, now: u64) {
+        if !world.has_pbx_workload() {
+            return;
+        }
+        let fake_now = world.fake.now();
+        for m in &world.matched {
+            let live = world.fake.presence_detail(&m.uid).and_then(|p| {
+                p.preferred
+                    .as_ref()
+                    .filter(|p| p.expires_at > fake_now)
+                    .map(|p| (p.availability.clone(), p.activity.clone()))
+            });
+            match self.preferred.get_mut(&m.uid) {
+                Some((seen, at)) if *seen != live => {
+                    *seen = live;
+                    *at = now;
+                }
+                Some(_) => {}
+                None => {
+                    self.preferred.insert(m.uid.clone(), (live, now));
+                }
+            }
+        }
+    }
+
     /// PBX -> Teams: once faults are over, a matched, licensed user's PBX presence (the newest
     /// item that is not the connector's own `teams:` nor `im:`), stable for the bound, is what
     /// the connector asserts in Teams as preferred presence; available clears it. This is also

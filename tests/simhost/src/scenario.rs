@@ -618,6 +618,16 @@ pub fn run_with(guest: &Guest, newer: Option<&Guest>, sc: &Scenario) -> Result<S
             );
         }
     }
+    // `SIMHOST_KV_GREP=<text>` prints the KV entries whose key or value contains it.
+    if let Some(needle) = std::env::var_os("SIMHOST_KV_GREP") {
+        let needle = needle.to_string_lossy().to_string();
+        for (k, v) in &sim.durable().kv {
+            let value = String::from_utf8_lossy(v);
+            if k.contains(&needle) || value.contains(&needle) {
+                eprintln!("kv {k} = {value}");
+            }
+        }
+    }
     let stats = sim.stats().clone();
     let last_version = sim.guest_version()?;
     let world = sim.world();
