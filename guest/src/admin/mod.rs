@@ -164,7 +164,7 @@ fn answer(env: &mut impl Env, req: &InboundRequest, status: &StatusInput) -> Out
                 .collect();
             let rows = matching_rows(env, &pbx_names, q("q").as_deref());
             if q("format").as_deref() == Some("csv") {
-                let mut r = HttpResponse {
+                HttpResponse {
                     status: 200,
                     headers: vec![
                         Header::new("content-type", "text/csv; charset=utf-8"),
@@ -174,10 +174,9 @@ fn answer(env: &mut impl Env, req: &InboundRequest, status: &StatusInput) -> Out
                         ),
                         Header::new("cache-control", "no-store"),
                     ],
-                    body: Vec::new(),
-                };
-                r.body = to_csv(&rows).into_bytes();
-                r.into()
+                    body: to_csv(&rows).into_bytes(),
+                }
+                .into()
             } else {
                 api(200, &json!({"rows": rows})).into()
             }
