@@ -17,8 +17,10 @@ pub mod http;
 pub mod machine;
 pub mod memory;
 pub mod overhead;
+pub mod pbx_to_teams;
 pub mod pending;
 pub mod plan;
+pub mod restart_recovery;
 pub mod rsa;
 pub mod startup;
 pub mod swap;
@@ -47,6 +49,16 @@ pub async fn run(plan: &Plan) -> Vec<Row> {
     // Rows that need features not landed yet keep their place in the order.
     rows.extend(pending::teams_to_pbx(rsa_bound));
 
+    if let Some(sizes) = plan.pbx_to_teams {
+        let t = step("PBX -> Teams");
+        let result = tokio::task::spawn_blocking(move || pbx_to_teams::measure(sizes))
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r);
+        rows.extend(or_failed("PBX -> Teams", result));
+        eprintln!("  {:?}", t.elapsed());
+    }
+
     let t = step("wasm/native ratio");
     rows.extend(or_failed(
         "wasm/native ratio",
@@ -73,6 +85,16 @@ pub async fn run(plan: &Plan) -> Vec<Row> {
             .map_err(anyhow::Error::from)
             .and_then(|r| r);
         rows.extend(or_failed("memory", result));
+        eprintln!("  {:?}", t.elapsed());
+    }
+
+    if let Some(users) = plan.restart_users {
+        let t = step("restart recovery");
+        let result = tokio::task::spawn_blocking(move || restart_recovery::measure(users))
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r);
+        rows.extend(or_failed("restart recovery", result));
         eprintln!("  {:?}", t.elapsed());
     }
 

@@ -1,17 +1,48 @@
 //! `make bench`: measures every figure of issue 10 side by side in one run and prints one
 //! markdown table. Needs `make guest test-guests` (the Makefile's `bench` target does it).
+//!
+//! One group of rows on its own, with chosen sizes, for working on it:
+//! `cargo run --release -p bench -- --only pbx-to-teams 200 2000` or `--only restart 200`.
 
 use std::time::Instant;
 
 use bench::machine::Machine;
-use bench::{Plan, table};
+use bench::{Plan, Row, table};
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let started = Instant::now();
     let machine = Machine::detect();
-    let rows = bench::run(&Plan::full()).await;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rows = match args.first().map(String::as_str) {
+        None => bench::run(&Plan::full()).await,
+        Some("--only") => only(&args[1..]).await,
+        Some(other) => {
+            eprintln!(
+                "unknown argument {other}; usage: bench [--only pbx-to-teams|restart [sizes]]"
+            );
+            std::process::exit(2);
+        }
+    };
     println!("{}", table::render(&machine, &rows, started.elapsed()));
     // Hosts that did not stop in time must not keep the process alive.
     std::process::exit(0);
+}
+
+/// The rows of one measurement; sizes from the arguments or small defaults.
+async fn only(args: &[String]) -> Vec<Row> {
+    let num =
+        |i: usize, default: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
+    let what = args.first().cloned().unwrap_or_default();
+    let (users, changes) = (num(1, 200), num(2, 2_000));
+    let result = tokio::task::spawn_blocking(move || match what.as_str() {
+        "pbx-to-teams" => bench::pbx_to_teams::measure((users, changes)),
+        "restart" => bench::restart_recovery::measure(users),
+        _ => Err(anyhow::anyhow!(
+            "--only pbx-to-teams [users] [changes] | restart [users]"
+        )),
+    })
+    .await
+    .expect("measurement thread");
+    result.unwrap_or_else(|e| vec![Row::failed("--only", &format!("{e:#}"))])
 }

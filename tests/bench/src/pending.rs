@@ -7,7 +7,7 @@
 
 use crate::table::{Row, thousands};
 
-/// Teams -> PBX rows (issue 10, items 1 and 2). The rich target is relative to the RSA bound
+/// Teams -> PBX rows (issue 10, items 1 and 2; item 3, PBX -> Teams, is `pbx_to_teams`). The rich target is relative to the RSA bound
 /// measured in this run, so it is printed next to it.
 pub fn teams_to_pbx(rsa_bound: Option<f64>) -> Vec<Row> {
     let rich_target = match rsa_bound {
@@ -34,26 +34,14 @@ pub fn teams_to_pbx(rsa_bound: Option<f64>) -> Vec<Row> {
             "p99 <= 3 ms",
             note,
         ),
-        Row::missing(
-            "PBX -> Teams: presence changes/s; Graph requests per 1,000 changes",
-            "— ($batch + coalescing)",
-            "PBX -> Teams presence sync ($batch, coalescing)",
-        ),
     ]
 }
 
-/// Rows after memory (issue 10, items 9 and 10).
+/// Rows after restart recovery (issue 10, item 10).
 pub fn after_memory() -> Vec<Row> {
-    vec![
-        Row::not_yet(
-            "restart recovery: host start -> every PBX presence correct; Graph calls",
-            "<= 5 s, ceil(N/650) presence reads",
-            "guest reconciliation landed; needs the Teams -> PBX driver above plus `Stack::restart_host` and fake-m365's request log",
-        ),
-        Row::missing(
-            "scale: users per instance, instances per host before a figure degrades 2x",
-            "—",
-            "the presence rows above (scale is measured against them)",
-        ),
-    ]
+    vec![Row::missing(
+        "scale: users per instance, instances per host before a figure degrades 2x",
+        "—",
+        "the presence rows above (scale is measured against them)",
+    )]
 }

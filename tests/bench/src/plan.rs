@@ -27,6 +27,11 @@ pub struct Plan {
     pub startup_runs: usize,
     /// Synced users of the two memory points, or `None` to skip (it builds and starts processes).
     pub memory_users: Option<(usize, usize)>,
+    /// PBX -> Teams: synced users and the burst of PBX presence changes, or `None` to skip (it
+    /// starts the whole stack).
+    pub pbx_to_teams: Option<(usize, usize)>,
+    /// Restart recovery: synced users, or `None` to skip (it starts the whole stack).
+    pub restart_users: Option<usize>,
 }
 
 impl Plan {
@@ -43,6 +48,8 @@ impl Plan {
             swap_settle: Duration::from_secs(2),
             startup_runs: 5,
             memory_users: Some((1_000, 10_000)),
+            pbx_to_teams: Some((1_000, 10_000)),
+            restart_users: Some(1_000),
         }
     }
 
@@ -59,6 +66,8 @@ impl Plan {
             swap_settle: Duration::from_millis(100),
             startup_runs: 1,
             memory_users: None,
+            pbx_to_teams: None,
+            restart_users: None,
         }
     }
 }
