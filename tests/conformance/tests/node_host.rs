@@ -90,7 +90,7 @@ fn sandbox_config() -> serde_json::Value {
     let mut config = config_json();
     let t = config["instances"][0].clone();
     let mut strict = t.clone();
-    strict["event_deadline_ms"] = 500.into();
+    strict["event_deadline_ms"] = 1000.into();
     strict["memory_limit_mb"] = 32.into();
     let mut other = t;
     other["name"] = "u".into();
