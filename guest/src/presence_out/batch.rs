@@ -11,6 +11,8 @@ pub const MAX_REQUESTS: usize = 20;
 
 /// Lifetime of the call session; renewed well before it ends (product.md F2).
 pub const CALL_EXPIRATION: &str = "PT10M";
+/// [`CALL_EXPIRATION`] in milliseconds.
+pub const CALL_EXPIRATION_MS: u64 = 10 * 60 * 1000;
 
 /// One presence write for one user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

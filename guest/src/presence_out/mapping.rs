@@ -48,6 +48,16 @@ pub fn preferred_lifetime(pair: Pair) -> &'static str {
     if pair.0 == "Away" { "P7D" } else { "P1D" }
 }
 
+/// [`preferred_lifetime`] in milliseconds, by the pair's availability.
+pub fn preferred_lifetime_ms(availability: &str) -> u64 {
+    const DAY_MS: u64 = 24 * 3600 * 1000;
+    if availability == "Away" {
+        7 * DAY_MS
+    } else {
+        DAY_MS
+    }
+}
+
 /// The activity of the item that counts (`""` = available when no item counts).
 pub fn counted_activity<'a>(items: &'a [PresenceItem], excluded: &[String]) -> &'a str {
     items

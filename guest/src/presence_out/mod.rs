@@ -188,16 +188,23 @@ pub struct Applied {
     /// The preferred presence set, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred: Option<(String, String)>,
+    /// When the preferred presence was set (ms): it lapses in Teams after its lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_at_ms: Option<u64>,
 }
 
 impl Applied {
-    /// What Teams shows because of us: the preferred presence wins over sessions (graph.md 4.9).
-    fn shown(&self) -> Option<(&str, &str)> {
-        match (&self.preferred, self.call_at_ms) {
-            (Some((a, b)), _) => Some((a.as_str(), b.as_str())),
-            (None, Some(_)) => Some(IN_A_CALL),
-            (None, None) => None,
-        }
+    /// What Teams shows because of us, and until when: the preferred presence wins over
+    /// sessions (graph.md 4.9); each lapses in Teams after its lifetime unless renewed.
+    fn shown(&self) -> Option<(&str, &str, u64)> {
+        let preferred = self.preferred.as_ref().map(|(a, b)| {
+            let until = self.preferred_at_ms.unwrap_or(0) + mapping::preferred_lifetime_ms(a);
+            (a.as_str(), b.as_str(), until)
+        });
+        let call = self
+            .call_at_ms
+            .map(|at| (IN_A_CALL.0, IN_A_CALL.1, at + batch::CALL_EXPIRATION_MS));
+        preferred.or(call)
     }
 
     fn after(&self, op: Op, now: u64) -> Applied {
@@ -205,8 +212,14 @@ impl Applied {
         match op {
             Op::SetCall => a.call_at_ms = Some(now),
             Op::ClearCall => a.call_at_ms = None,
-            Op::SetPreferred((x, y)) => a.preferred = Some((x.into(), y.into())),
-            Op::ClearPreferred => a.preferred = None,
+            Op::SetPreferred((x, y)) => {
+                a.preferred = Some((x.into(), y.into()));
+                a.preferred_at_ms = Some(now);
+            }
+            Op::ClearPreferred => {
+                a.preferred = None;
+                a.preferred_at_ms = None;
+            }
         }
         a
     }

@@ -208,15 +208,13 @@ fn pbx_to_teams_quiet_days_are_clean() {
     assert!(s.pbx_changes > 50, "{s}");
 }
 
-/// Finding (F2, `guest/src/presence_out/echo.rs`): the connector's preferred presence lives
-/// one day in Teams (product decision), but its echo record (`presence-out/own/<id>` current)
-/// does not expire with it. Seed 35: Søren Kowalczyk's PBX `busy` became Teams Busy/Busy at
+/// Regression (F2, `guest/src/presence_out/echo.rs`, fixed): the connector's preferred
+/// presence lives one day in Teams (product decision), but its echo record
+/// (`presence-out/own/<id>` current) did not expire with it. Seed 35: Søren Kowalczyk's PBX `busy` became Teams Busy/Busy at
 /// t+445761 s; a day later Teams dropped the preferred presence, his own Teams client shows
-/// Busy/Busy, and F1 still takes that for its own echo: the PBX `teams:` item stays `dnd` for
-/// good. Replay: `cargo run -p simhost --bin sim -- --seed 35 --days 7 --users 60 --pbx-to-teams`
+/// Busy/Busy, and F1 took that for its own echo: the PBX `teams:` item stayed `dnd` for good. Replay: `cargo run -p simhost --bin sim -- --seed 35 --days 7 --users 60 --pbx-to-teams`
 /// (`SIMHOST_KV_GREP=fc005afe-9381-4b99-958d-c1736882c0fd` shows the records).
 #[test]
-#[ignore = "finding: F2's echo record outlives its 1-day preferred presence (seed 35)"]
 fn pbx_to_teams_seed_35_echo_record_expires_with_the_preferred_presence() {
     let mut sc = Scenario::new(35, 7, 60);
     sc.pbx_to_teams = true;
