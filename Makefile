@@ -55,7 +55,7 @@ DAYS  ?= 7
 USERS ?= 100
 SEEDS ?= 200
 sim: guest
-	$(CARGO) run -p simhost --bin sim -- --seed $(SEED) --days $(DAYS) --users $(USERS) $(if $(RICH),--rich)
+	$(CARGO) run -p simhost --bin sim -- --seed $(SEED) --days $(DAYS) --users $(USERS) $(if $(RICH),--rich) $(if $(UPGRADE),--upgrade) $(if $(PBX_TO_TEAMS),--pbx-to-teams)
 
 ## Seeds SEED..SEED+SEEDS-1; prints the failing seeds, exits 1 if any.
 sim-soak: guest
