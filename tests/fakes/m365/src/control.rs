@@ -278,6 +278,12 @@ impl Fake {
                 self.rotate_signing_key();
                 (200, self.jwks())
             }
+            // The `validationTokens` entry Graph would put into a rich notification for
+            // `appId`, so a load driver can post notifications exactly as Graph sends them.
+            ("POST", ["control", "validation-token"]) => match body["appId"].as_str() {
+                Some(app) => (200, json!({ "token": self.validation_token(app) })),
+                None => bad("appId is required"),
+            },
             ("POST", ["control", "delta", "invalidate"]) => {
                 self.invalidate_delta_tokens();
                 (200, json!({}))

@@ -181,7 +181,7 @@ impl Fake {
         }
     }
 
-    fn validation_token(&mut self, app_id: &str) -> String {
+    pub(crate) fn validation_token(&mut self, app_id: &str) -> String {
         let now = self.now();
         let now_s = now / 1000;
         let tid = self.tenant_id.clone();
