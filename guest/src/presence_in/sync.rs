@@ -456,6 +456,14 @@ impl PresenceSync {
 
     /// A token manager event.
     pub fn on_token(&mut self, env: &mut impl Env, tokens: &Tokens, ev: &TokenEvent) {
+        let (TokenEvent::Ready { account }
+        | TokenEvent::Failed { account, .. }
+        | TokenEvent::DeviceCode { account, .. }) = ev;
+        // The other features' app registrations share the token manager; their sign-ins are
+        // not ours (a calendar sign-in recovering must not cost F1 a reconciliation).
+        if !self.accounts.contains(account) && !self.retired.contains_key(account) {
+            return;
+        }
         let account = match ev {
             TokenEvent::Ready { account } if self.retired.contains_key(account) => {
                 self.retire(env, tokens, account);
@@ -2224,6 +2232,28 @@ mod tests {
             seq: seq.map(str::to_string),
             activity: activity.map(str::to_string),
         }
+    }
+
+    #[test]
+    fn sign_ins_of_other_features_are_not_ours() {
+        let mut env = crate::testenv::TestEnv::new();
+        let cfg = Config::read(&mut env, "example.com", "m365");
+        let mut sync = PresenceSync::new(cfg, vec!["teams1".into()]);
+        let tokens = Tokens::new();
+        let failed = TokenEvent::Failed {
+            account: "calendar".into(),
+            error: crate::graph::token::TokenError {
+                status: 0,
+                error: "timeout".into(),
+                codes: vec![],
+                description: String::new(),
+                advice: "",
+                action: crate::graph::aadsts::Action::Retry,
+            },
+        };
+        sync.on_token(&mut env, &tokens, &failed);
+        // A calendar sign-in recovering later must not look like a Teams account recovering.
+        assert!(sync.failed.is_empty(), "{:?}", sync.failed);
     }
 
     #[test]
