@@ -67,7 +67,8 @@ impl Connector {
         self.pbx_events.clear();
         self.token_events.clear();
         // F1 re-matches users on its timers; the calendar then looks at the matches again.
-        let f1_timer = matches!(&event, Event::Timer(_, tag) if tag.starts_with(sync::TIMER_PREFIX));
+        let f1_timer =
+            matches!(&event, Event::Timer(_, tag) if tag.starts_with(sync::TIMER_PREFIX));
         match event {
             Event::Init(info) => self.init(env, &info),
             Event::HttpRequest(id, req)
@@ -114,6 +115,7 @@ impl Connector {
                     presence,
                     calendar,
                     presence_out: self.presence_out.as_ref().map(|p| p.status(&self.tokens)),
+                    contact_search: self.contact_search.as_ref().map(|c| c.status(env.now_ms())),
                 };
                 if crate::admin::is_admin_path(&req.path) {
                     let outcome = crate::admin::route(env, &req, &status);
@@ -335,8 +337,13 @@ impl Connector {
             for name in p.retired_accounts() {
                 if PresenceSync::can_sign_in_alone(env, &name) {
                     let sign_in = crate::graph::tokens::SignIn::DeviceCode;
-                    self.tokens
-                        .add(env, &name, presence.client.clone(), sign_in, &presence.scope);
+                    self.tokens.add(
+                        env,
+                        &name,
+                        presence.client.clone(),
+                        sign_in,
+                        &presence.scope,
+                    );
                     self.token_events.extend(self.tokens.start(env, &name));
                 }
             }

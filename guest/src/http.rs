@@ -33,6 +33,8 @@ pub struct StatusInput<'a> {
     pub calendar: Option<Value>,
     /// PBX -> Teams presence status (sign-in, monitors, writes), when configured.
     pub presence_out: Option<Value>,
+    /// Contact search status (sign-in, searches answered), when configured.
+    pub contact_search: Option<Value>,
 }
 
 /// Answers one request.
@@ -112,5 +114,6 @@ pub fn status_json(env: &mut impl Env, s: &StatusInput) -> Value {
         "presence": s.presence,
         "calendar": s.calendar,
         "presence_out": s.presence_out,
+        "contact_search": s.contact_search,
     })
 }

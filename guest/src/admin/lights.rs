@@ -178,10 +178,12 @@ pub fn lights(env: &mut impl Env, s: &StatusInput, status: &Value) -> Value {
                 Some(Some(AuthState::Ready)) => ("green", "Tokens are issued for it".to_string()),
                 Some(Some(AuthState::Failed(e))) => ("red", e.to_string()),
                 Some(_) => ("amber", "Signing in…".to_string()),
-                None => (
-                    "amber",
-                    "Configured; signs in at the first search".to_string(),
-                ),
+                // Contact search keeps its own token; its status block says how it went.
+                None => match status["contact_search"]["sign_in"].as_str() {
+                    Some("ready") => ("green", "Tokens are issued for it".to_string()),
+                    Some(f) if f.starts_with("failed") => ("red", f.to_string()),
+                    _ => ("amber", "Signing in…".to_string()),
+                },
             }
         };
         out.push(light(
@@ -299,17 +301,28 @@ pub fn lights(env: &mut impl Env, s: &StatusInput, status: &Value) -> Value {
             reason,
         ));
     }
-    let configured = settings::value(env, "contact-search.client-id").is_some();
-    out.push(light(
-        "Subscriptions",
-        "Contact search",
-        if configured { "amber" } else { "grey" },
-        if configured {
-            "Configured; answers the Phone App's searches (no status reported yet)"
-        } else {
-            "Not configured"
-        },
-    ));
+    let search = &status["contact_search"];
+    let (color, reason) = match search["sign_in"].as_str() {
+        None => ("grey", "Not configured".to_string()),
+        Some("ready") => (
+            "green",
+            format!(
+                "Answering the Phone App's searches: {} answered, {} with results{}",
+                search["searches_answered"].as_u64().unwrap_or(0),
+                search["searches_with_results"].as_u64().unwrap_or(0),
+                match search["throttled_mailboxes"].as_u64() {
+                    Some(n) if n > 0 => format!("; Microsoft throttles {n} mailbox(es) for now"),
+                    _ => String::new(),
+                }
+            ),
+        ),
+        Some(f) if f.starts_with("failed") => (
+            "red",
+            format!("Searches answer empty: the app registration cannot sign in ({f})"),
+        ),
+        Some(_) => ("amber", "Signing in…".to_string()),
+    };
+    out.push(light("Subscriptions", "Contact search", color, reason));
     let last = crate::store::get_u64(env, LAST_NOTIFICATION_KEY);
     json!({
         "lights": out,

@@ -153,6 +153,15 @@ pub struct ContactSearch {
     /// Until when Graph asked us to leave a mailbox (or the directory) alone: calls made
     /// while throttled would still count against the limit (graph.md §7.2).
     throttled: BTreeMap<String, u64>,
+    stats: Stats,
+}
+
+/// What `/status` and the admin page show about the searches since the start.
+#[derive(Debug, Default)]
+struct Stats {
+    answered: u64,
+    with_results: u64,
+    last_ms: Option<u64>,
 }
 
 impl ContactSearch {
@@ -165,7 +174,25 @@ impl ContactSearch {
             next_flight: 1,
             cache: BTreeMap::new(),
             throttled: BTreeMap::new(),
+            stats: Stats::default(),
         }
+    }
+
+    /// The feature's state for `/status`: sign-in, searches answered (and how many found
+    /// something), the last search, mailboxes Graph asked us to leave alone for now.
+    pub fn status(&self, now_ms: u64) -> serde_json::Value {
+        let sign_in = match self.tokens.state(ACCOUNT) {
+            Some(AuthState::Ready) => "ready".to_string(),
+            Some(AuthState::Failed(e)) => format!("failed: {e}"),
+            Some(_) | None => "signing in".to_string(),
+        };
+        serde_json::json!({
+            "sign_in": sign_in,
+            "searches_answered": self.stats.answered,
+            "searches_with_results": self.stats.with_results,
+            "last_search_s_ago": self.stats.last_ms.map(|t| now_ms.saturating_sub(t) / 1000),
+            "throttled_mailboxes": self.throttled.values().filter(|u| **u > now_ms).count(),
+        })
     }
 
     /// Requests the application token.
@@ -255,7 +282,7 @@ impl ContactSearch {
                 target::APP,
                 &format!("search by `{sip}` answered empty: {why}"),
             );
-            answer(env, &[waiter], &[]);
+            answer(env, &mut self.stats, &[waiter], &[]);
             return;
         };
         let key = (entra, query.to_string());
@@ -264,12 +291,12 @@ impl ContactSearch {
             && now.saturating_sub(*at) < self.cfg.cache_ms
         {
             env.counter_add("contact_search_cache_hits_total", &[], 1);
-            answer(env, &[waiter], found);
+            answer(env, &mut self.stats, &[waiter], found);
             return;
         }
         if self.throttled.get(&key.0).is_some_and(|until| now < *until) {
             env.counter_add("contact_search_throttled_total", &[], 1);
-            answer(env, &[waiter], &[]);
+            answer(env, &mut self.stats, &[waiter], &[]);
             return;
         }
         // The same user searching the same again while Graph is still busy: join that call.
@@ -279,7 +306,7 @@ impl ContactSearch {
         }
         if matches!(self.tokens.state(ACCOUNT), Some(AuthState::Failed(_))) {
             // Sign-in failed (and was logged): answer now rather than at the deadline.
-            answer(env, &[waiter], &[]);
+            answer(env, &mut self.stats, &[waiter], &[]);
             return;
         }
         let id = self.next_flight;
@@ -480,7 +507,7 @@ impl ContactSearch {
         };
         env.timer_cancel(f.deadline);
         let found = query::select(f.found, &f.key.1, self.cfg.max_results);
-        answer(env, &f.waiters, &found);
+        answer(env, &mut self.stats, &f.waiters, &found);
         if !f.failed {
             if self.cache.len() >= CACHE_MAX {
                 let now = env.now_ms();
@@ -511,7 +538,12 @@ fn entra_id(env: &mut impl Env, guid: &str) -> Option<String> {
 }
 
 /// Sends `found` and the closing `SearchResult` to every waiter.
-fn answer(env: &mut impl Env, waiters: &[Waiter], found: &[Found]) {
+fn answer(env: &mut impl Env, stats: &mut Stats, waiters: &[Waiter], found: &[Found]) {
+    stats.answered += waiters.len() as u64;
+    if !found.is_empty() {
+        stats.with_results += waiters.len() as u64;
+    }
+    stats.last_ms = Some(env.now_ms());
     for w in waiters {
         for f in found {
             send_info(env, w.ws, &w.src, &f.dn, &f.contact());

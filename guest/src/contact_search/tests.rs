@@ -178,6 +178,12 @@ fn search_answers_own_contacts_with_dialable_numbers_then_one_result() {
     assert_eq!(gary["contact"]["mobile"], json!([]));
     // The secret never reaches a log.
     assert!(!env.logged("s3cr3t"));
+    // `/status` (and the admin page's light) counts what was answered.
+    let status = c.contact_search.as_ref().unwrap().status(env.now_ms);
+    assert_eq!(status["sign_in"], "ready");
+    assert_eq!(status["searches_answered"], 1);
+    assert_eq!(status["searches_with_results"], 1);
+    assert_eq!(status["last_search_s_ago"], 0);
 }
 
 #[test]
@@ -196,6 +202,9 @@ fn unlicensed_or_unmatched_users_get_an_empty_result_without_graph() {
     search(&mut c, &mut env, 7, "c", "   ");
     assert_eq!(answers(&env, 7, "c"), (vec![], 1));
     assert_eq!(env.requests.len(), before);
+    let status = c.contact_search.as_ref().unwrap().status(env.now_ms);
+    assert_eq!(status["searches_answered"], 3);
+    assert_eq!(status["searches_with_results"], 0);
 }
 
 #[test]
