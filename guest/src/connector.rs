@@ -295,6 +295,17 @@ impl Connector {
         self.initialised = true;
         let from = store::migrate(env);
         let settings = Settings::read(env);
+        let overriding = crate::settings::overriding_host(env);
+        if !overriding.is_empty() {
+            env.log(
+                Level::Warn,
+                target::CONFIG,
+                &format!(
+                    "values saved on the admin page override apphost.toml for: {}",
+                    overriding.join(", ")
+                ),
+            );
+        }
         env.log(
             Level::Info,
             target::APP,

@@ -76,6 +76,23 @@ pub fn save(env: &mut impl Env, name: &str, value: Option<&str>) {
     }
 }
 
+/// Names of the settings whose value saved from the admin page hides a value the host's
+/// `config` (`apphost.toml`) also has. Logged at every start, so an automated deployment's
+/// file is never overridden silently.
+pub fn overriding_host(env: &mut impl Env) -> Vec<String> {
+    let mut names = Vec::new();
+    for prefix in [SAVED_PREFIX, SEALED_PREFIX] {
+        for key in crate::store::keys(env, prefix) {
+            let name = &key[prefix.len()..];
+            if env.config_get(name).is_some() {
+                names.push(name.to_string());
+            }
+        }
+    }
+    names.sort();
+    names
+}
+
 /// The licence a user needs to be synced (innovaphone.md §6).
 pub const DEFAULT_LICENCE: &str = "App(innovaphone-microsoft365)";
 
@@ -313,6 +330,20 @@ mod tests {
         );
         PresenceSettings::read(&mut env);
         assert!(env.logged("used twice"));
+    }
+
+    #[test]
+    fn saved_values_that_hide_the_hosts_are_named() {
+        let mut env = TestEnv::new();
+        env.set_config("presence.tenant", "from-file");
+        env.set_config("presence.client-secret", "file-secret");
+        save(&mut env, "presence.tenant", Some("from-page"));
+        save(&mut env, "presence.client-secret", Some("page-secret"));
+        save(&mut env, "calendar.tenant", Some("only-on-page"));
+        assert_eq!(
+            overriding_host(&mut env),
+            vec!["presence.client-secret", "presence.tenant"]
+        );
     }
 
     #[test]

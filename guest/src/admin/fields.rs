@@ -223,6 +223,8 @@ pub fn current(env: &mut impl Env) -> Value {
             let mut row = json!({
                 "name": f.name, "group": f.group, "label": f.label, "help": f.help,
                 "kind": kind_name(f.kind), "source": source,
+                // A saved value hiding apphost.toml's says so on the page (and in the log).
+                "overrides_host": saved.is_some() && env.config_get(f.name).is_some(),
             });
             if let Kind::Choice(options) = f.kind {
                 row["options"] = json!(options);

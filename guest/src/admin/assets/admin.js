@@ -133,7 +133,7 @@ function fieldControl(f) {
   input.dataset.original = f.kind === "secret" ? "" : (f.value || "");
   const label = el("label", { class: "field", "data-field": f.name }, el("span", { text: f.label }));
   if (f.source === "saved") {
-    label.firstChild.append(el("span", { class: "source", text: "saved here" }));
+    label.firstChild.append(el("span", { class: "source", text: f.overrides_host ? "saved here, overrides apphost.toml" : "saved here" }));
     // Forget the saved value: the host's apphost.toml (or the default) applies again.
     const reset = el("button", { type: "button", class: "reset", title: "Forget the value saved here", text: "reset" });
     reset.addEventListener("click", async () => {
