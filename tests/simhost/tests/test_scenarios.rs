@@ -220,3 +220,21 @@ fn pbx_to_teams_seed_35_echo_record_expires_with_the_preferred_presence() {
     sc.pbx_to_teams = true;
     clean(sc);
 }
+
+/// PBX -> Teams (F2) through faults and a hot-swap to a newer guest: the echo records
+/// (`presence-out/own/<id>`) written by one guest version must be honoured and expire under the
+/// next, so Teams keeps showing the PBX presence and F1 keeps syncing the user's own Teams
+/// state. Replay: `cargo run -p simhost --bin sim -- --seed 207 --days 4 --users 40 --pbx-to-teams --upgrade`
+#[test]
+fn pbx_to_teams_seed_207_survives_faults_and_an_upgrade() {
+    let mut sc = Scenario::new(207, 4, 40);
+    sc.pbx_to_teams = true;
+    sc.upgrade = true;
+    let s = clean(sc);
+    for name in ["teams-shows-pbx-presence", "presence-converged"] {
+        let r = s.invariants.iter().find(|r| r.name == name).unwrap();
+        assert!(r.active(), "{name} never checked anything\n{s}");
+    }
+    assert!(s.pbx_changes > 100, "{s}");
+    assert!(!s.faults.is_empty(), "{s}");
+}
