@@ -25,6 +25,7 @@ pub mod rsa;
 pub mod startup;
 pub mod swap;
 pub mod table;
+pub mod teams_to_pbx;
 
 use std::time::Instant;
 
@@ -46,8 +47,19 @@ pub async fn run(plan: &Plan) -> Vec<Row> {
     let rsa_bound = rsa.bound;
     rows.extend(rsa.rows);
 
-    // Rows that need features not landed yet keep their place in the order.
-    rows.extend(pending::teams_to_pbx(rsa_bound));
+    match plan.teams_to_pbx {
+        Some(sizes) => {
+            let t = step("Teams -> PBX");
+            let result =
+                tokio::task::spawn_blocking(move || teams_to_pbx::measure(sizes, rsa_bound))
+                    .await
+                    .map_err(anyhow::Error::from);
+            rows.extend(or_failed("Teams -> PBX", result));
+            eprintln!("  {:?}", t.elapsed());
+        }
+        // Not run in this plan: the rows keep their place in the order.
+        None => rows.extend(pending::teams_to_pbx(rsa_bound)),
+    }
 
     if let Some(sizes) = plan.pbx_to_teams {
         let t = step("PBX -> Teams");

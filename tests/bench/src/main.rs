@@ -2,7 +2,8 @@
 //! markdown table. Needs `make guest test-guests` (the Makefile's `bench` target does it).
 //!
 //! One group of rows on its own, with chosen sizes, for working on it:
-//! `cargo run --release -p bench -- --only pbx-to-teams 200 2000` or `--only restart 200`.
+//! `cargo run --release -p bench -- --only pbx-to-teams 200 2000`, `--only restart 200` or
+//! `--only teams-to-pbx 600 10 5000` (users, rounds, latency posts).
 
 use std::time::Instant;
 
@@ -19,7 +20,7 @@ async fn main() {
         Some("--only") => only(&args[1..]).await,
         Some(other) => {
             eprintln!(
-                "unknown argument {other}; usage: bench [--only pbx-to-teams|restart [sizes]]"
+                "unknown argument {other}; usage: bench [--only pbx-to-teams|restart|teams-to-pbx [sizes]]"
             );
             std::process::exit(2);
         }
@@ -35,11 +36,21 @@ async fn only(args: &[String]) -> Vec<Row> {
         |i: usize, default: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
     let what = args.first().cloned().unwrap_or_default();
     let (users, changes) = (num(1, 200), num(2, 2_000));
+    let (rounds, latency_posts) = (num(2, 10), num(3, 5_000));
     let result = tokio::task::spawn_blocking(move || match what.as_str() {
         "pbx-to-teams" => bench::pbx_to_teams::measure((users, changes)),
         "restart" => bench::restart_recovery::measure(users),
+        "teams-to-pbx" => Ok(bench::teams_to_pbx::measure(
+            bench::teams_to_pbx::Sizes {
+                users,
+                rounds,
+                latency_posts,
+                latency_rate: 500,
+            },
+            None,
+        )),
         _ => Err(anyhow::anyhow!(
-            "--only pbx-to-teams [users] [changes] | restart [users]"
+            "--only pbx-to-teams [users] [changes] | restart [users] | teams-to-pbx [users] [rounds] [latency posts]"
         )),
     })
     .await

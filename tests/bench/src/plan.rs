@@ -32,6 +32,8 @@ pub struct Plan {
     pub pbx_to_teams: Option<(usize, usize)>,
     /// Restart recovery: synced users, or `None` to skip (it starts the whole stack).
     pub restart_users: Option<usize>,
+    /// Teams -> PBX throughput and latency, or `None` to skip (it starts the whole stack twice).
+    pub teams_to_pbx: Option<crate::teams_to_pbx::Sizes>,
 }
 
 impl Plan {
@@ -50,6 +52,12 @@ impl Plan {
             memory_users: Some((1_000, 10_000)),
             pbx_to_teams: Some((1_000, 10_000)),
             restart_users: Some(1_000),
+            teams_to_pbx: Some(crate::teams_to_pbx::Sizes {
+                users: 600,
+                rounds: 10,
+                latency_posts: 5_000,
+                latency_rate: 500,
+            }),
         }
     }
 
@@ -68,6 +76,7 @@ impl Plan {
             memory_users: None,
             pbx_to_teams: None,
             restart_users: None,
+            teams_to_pbx: None,
         }
     }
 }

@@ -1,0 +1,552 @@
+//! Teams -> PBX (issue 10, items 1 and 2): presence changes per second reaching the PBX with
+//! rich and with plain notifications, and the latency of one rich notification.
+//!
+//! The real host runs the connector against both fakes (e2e `Stack`, release binaries), N
+//! people synced Teams -> PBX through one presence subscription. The bench then posts change
+//! notifications to the connector's notification URL itself, built exactly as Graph (and the
+//! fake) builds them: the subscription id and clientState the fake recorded, content encrypted
+//! with the fake's own code for the certificate the connector registered (one wrapped key per
+//! item), and a `validationTokens` entry signed by the fake's key set
+//! (`POST /control/validation-token`). Posting from the bench keeps the fake's own work (one
+//! control call and one RSA encryption per change) out of the figure; the fake's deliveries are
+//! switched off (subscription outage) so only the bench's notifications arrive.
+//!
+//! Every change alternates a user between two Teams states, so each one must become one
+//! `SetPresence` at the fake PBX; the rows fail unless the PBX received exactly as many and
+//! every user ends in the state of its last change.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use e2e::people::{Person, people, synced_stack};
+use e2e::{Stack, TeamsAccount};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde_json::{Value, json};
+
+use crate::table::{Row, dur, thousands};
+
+/// Users per presence subscription (graph.md): all users fit one account.
+pub const MAX_USERS: usize = 650;
+/// Changes per rich or plain POST (issue 10).
+const ITEMS_PER_POST: usize = 100;
+
+/// How much work the Teams -> PBX rows do.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    /// Synced users (at most [`MAX_USERS`]).
+    pub users: usize,
+    /// Rounds of the throughput rows: every user changes once per round.
+    pub rounds: usize,
+    /// Posts of the latency row (one item each), after a tenth as many of warm-up.
+    pub latency_posts: usize,
+    /// Offered rate of the latency row, POSTs per second.
+    pub latency_rate: u32,
+}
+
+/// The two Teams states changes alternate between, and what the PBX shows for them.
+const STATES: [(&str, &str, &str); 2] = [
+    ("Busy", "InAMeeting", "meeting"),
+    ("DoNotDisturb", "DoNotDisturb", "dnd"),
+];
+
+type PostClient = Client<HttpConnector, Full<Bytes>>;
+
+/// What the bench needs to post notifications as Graph would.
+struct Target {
+    url: String,
+    sub_id: String,
+    client_state: String,
+    tenant: String,
+    expiry: String,
+    /// Certificate DER and id, for rich notifications.
+    cert: Option<(Vec<u8>, String)>,
+    token: Option<String>,
+    /// (Entra id, PBX guid) of every synced user.
+    users: Vec<(String, String)>,
+}
+
+fn options(persons: &[Person], plain: bool) -> e2e::StackOptions {
+    let mut o = synced_stack(
+        persons,
+        vec![TeamsAccount::Password {
+            name: "teams1".into(),
+            username: "teams.sync1@contoso.onmicrosoft.com".into(),
+            password: "Passw0rd!".into(),
+        }],
+    );
+    if plain {
+        o.settings
+            .push(("presence.notifications".into(), "\"plain\"".into()));
+    }
+    o.log_filter = "warn".into();
+    o
+}
+
+/// Waits for the presence subscription of all users and reads what posting needs.
+fn target(stack: &Stack, persons: &[Person], rich: bool) -> Result<Target> {
+    let n = persons.len() as u64;
+    stack.wait_for_pbx_logins()?;
+    let sub = stack.wait_until(&format!("a presence subscription of {n} users"), |s| {
+        let st = s.connector().status_json()?;
+        let subs = st["presence"]["subscriptions"]
+            .as_array()
+            .or_else(|| st["presence_in"]["subscriptions"].as_array())
+            .cloned()
+            .unwrap_or_default();
+        let ready = subs.iter().any(|a| a["users"].as_u64() == Some(n));
+        if !ready {
+            return Ok(None);
+        }
+        let all = s.m365().call("GET", "/subscriptions", None)?;
+        Ok(all.as_array().and_then(|list| {
+            list.iter()
+                .find(|x| {
+                    x["resource"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("presences"))
+                        && x["includeResourceData"].as_bool() == Some(rich)
+                })
+                .cloned()
+        }))
+    })?;
+    let sub_id = sub["id"].as_str().context("subscription id")?.to_string();
+    // No deliveries of the fake's own: only the bench's notifications arrive.
+    stack.m365().call(
+        "POST",
+        &format!("/subscriptions/{sub_id}/outage"),
+        Some(json!({"on": true})),
+    )?;
+    let cert = if rich {
+        let requests = stack.m365().requests()?;
+        let body = requests
+            .iter()
+            .rev()
+            .filter(|r| {
+                r["method"] == "POST"
+                    && r["target"]
+                        .as_str()
+                        .is_some_and(|t| t.ends_with("/subscriptions"))
+            })
+            .filter_map(|r| serde_json::from_str::<Value>(r["body"].as_str()?).ok())
+            .find(|b| b["encryptionCertificate"].is_string())
+            .context("no POST /subscriptions with an encryptionCertificate")?;
+        let der = STANDARD.decode(body["encryptionCertificate"].as_str().unwrap_or(""))?;
+        let id = body["encryptionCertificateId"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        Some((der, id))
+    } else {
+        None
+    };
+    let token = if rich {
+        let app = sub["notificationUrlAppId"]
+            .as_str()
+            .or(sub["applicationId"].as_str())
+            .context("subscription application id")?;
+        let t = stack
+            .m365()
+            .call("POST", "/validation-token", Some(json!({ "appId": app })))?;
+        Some(t["token"].as_str().context("validation token")?.to_string())
+    } else {
+        None
+    };
+    let by_mail: HashMap<String, String> = stack
+        .m365()
+        .users()?
+        .into_iter()
+        .filter_map(|u| {
+            let mail = u["mail"].as_str()?.to_ascii_lowercase();
+            Some((mail, u["id"].as_str()?.to_string()))
+        })
+        .collect();
+    let users = persons
+        .iter()
+        .map(|p| {
+            by_mail
+                .get(&p.email.to_ascii_lowercase())
+                .map(|id| (id.clone(), p.guid.clone()))
+                .with_context(|| format!("{} not in the fake tenant", p.email))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let url = sub["notificationUrl"].as_str().unwrap_or("").to_string();
+    if !url.starts_with("http://") {
+        bail!("notification URL {url:?} is not plain HTTP on loopback");
+    }
+    let expiry = sub["expirationMs"].as_i64().unwrap_or(0);
+    Ok(Target {
+        url,
+        sub_id,
+        client_state: sub["clientState"].as_str().unwrap_or("").to_string(),
+        tenant: stack.m365().tenant_id.clone(),
+        expiry: format!("{expiry}"),
+        cert,
+        token,
+        users,
+    })
+}
+
+/// One notification item for `uid` in `state`, as Graph sends it; encrypted when the target
+/// is rich (a fresh key per item, wrapped for the connector's certificate).
+fn item(t: &Target, uid: &str, state: usize, seq: u64, rng: &mut StdRng) -> Result<Value> {
+    let (availability, activity, _) = STATES[state];
+    let mut item = json!({"subscriptionId": t.sub_id, "subscriptionExpirationDateTime": t.expiry,
+        "clientState": t.client_state, "changeType": "updated",
+        "resource": format!("communications/presences/{uid}"),
+        "tenantId": t.tenant, "organizationId": t.tenant,
+        "resourceData": {"@odata.type": "#microsoft.graph.presence",
+            "@odata.id": format!("users/{uid}/presence"), "id": uid}});
+    if let Some((der, id)) = &t.cert {
+        let content = json!({"id": uid, "availability": availability, "activity": activity,
+            "statusMessage": null, "outOfOfficeSettings": {"message": null, "isOutOfOffice": false},
+            // Far above anything the fake numbered, so no change is taken as out of order.
+            "sequenceNumber": format!("C{:028}", 1_000_000_000_000u64 + seq),
+            "@odata.type": "#microsoft.graph.presence", "@odata.id": format!("users/{uid}/presence")});
+        let plain = serde_json::to_vec(&content)?;
+        item["encryptedContent"] = fake_m365::crypto::encrypt_content(der, id, &plain, rng)
+            .map_err(|e| anyhow::anyhow!("encrypting: {e}"))?;
+    }
+    Ok(item)
+}
+
+/// A notification collection of `items`.
+fn body(t: &Target, items: Vec<Value>) -> Bytes {
+    let mut b = json!({ "value": items });
+    if let Some(token) = &t.token {
+        b["validationTokens"] = json!([token]);
+    }
+    Bytes::from(serde_json::to_vec(&b).unwrap_or_default())
+}
+
+/// POSTs one collection; the connector must acknowledge it with 202.
+async fn post(client: &PostClient, url: &str, body: Bytes) -> Result<()> {
+    let req = hyper::Request::post(url)
+        .header("content-type", "application/json; charset=utf-8")
+        .body(Full::new(body))?;
+    let resp = client.request(req).await?;
+    let status = resp.status().as_u16();
+    let _ = resp.into_body().collect().await?;
+    if status != 202 {
+        bail!("the connector answered a notification with {status}");
+    }
+    Ok(())
+}
+
+/// `SetPresence` frames the fake PBX received since its log was last cleared: (count, first
+/// and last PBX-clock ms).
+fn set_presences(stack: &Stack) -> Result<(usize, u64, u64)> {
+    let log = stack.pbx().call("GET", "/log", None)?;
+    let mut n = 0;
+    let (mut first, mut last) = (u64::MAX, 0);
+    for e in log.as_array().map(Vec::as_slice).unwrap_or_default() {
+        if e["dir"] != "in" {
+            continue;
+        }
+        let text = e["text"].as_str().unwrap_or("");
+        if !text.contains("SetPresence") {
+            continue;
+        }
+        let frame: Value = serde_json::from_str(text).unwrap_or_default();
+        if frame["mt"] == "SetPresence" {
+            n += 1;
+            let at = e["atMs"].as_u64().or(e["at_ms"].as_u64()).unwrap_or(0);
+            first = first.min(at);
+            last = last.max(at);
+        }
+    }
+    Ok((n, first, last))
+}
+
+/// Waits until the PBX received `expected` `SetPresence` frames (never more).
+fn wait_frames(stack: &Stack, expected: usize) -> Result<(usize, u64, u64)> {
+    let got = stack.wait_until(&format!("{expected} SetPresence frames at the PBX"), |s| {
+        let r = set_presences(s)?;
+        Ok((r.0 >= expected).then_some(r))
+    })?;
+    // A duplicate would arrive right behind the last expected frame.
+    std::thread::sleep(Duration::from_millis(300));
+    let got = set_presences(stack).map(|r| if r.0 == got.0 { got } else { r })?;
+    if got.0 != expected {
+        bail!(
+            "the PBX received {} SetPresence frames for {expected} changes",
+            got.0
+        );
+    }
+    Ok(got)
+}
+
+/// Every user's `teams:` item at the PBX must show `state`'s activity.
+fn check_final(
+    stack: &Stack,
+    users: &[(String, String)],
+    state_of: impl Fn(usize) -> usize,
+) -> Result<()> {
+    let mut wrong = Vec::new();
+    for (i, (_, guid)) in users.iter().enumerate() {
+        let v = stack.pbx().presence(guid)?;
+        let shown = v["stored"]
+            .as_array()
+            .and_then(|items| items.iter().find(|i| i["contact"] == "teams:"))
+            .and_then(|i| i["activity"].as_str())
+            .unwrap_or("")
+            .to_string();
+        if shown != STATES[state_of(i)].2 {
+            wrong.push(format!("{guid} shows {shown:?}"));
+        }
+    }
+    if !wrong.is_empty() {
+        bail!(
+            "{} of {} users not in their last state at the PBX, e.g. {}",
+            wrong.len(),
+            users.len(),
+            wrong[..wrong.len().min(3)].join("; ")
+        );
+    }
+    Ok(())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn post_client() -> PostClient {
+    Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+/// Throughput: `rounds` rounds in which every user changes once, 100 changes per POST, each
+/// POST sent when the previous one is acknowledged. Returns (changes, seconds).
+fn throughput(
+    stack: &Stack,
+    t: &Target,
+    rounds: usize,
+    first_round: usize,
+) -> Result<(usize, f64)> {
+    let rt = runtime()?;
+    let client = post_client();
+    let mut rng = StdRng::seed_from_u64(10);
+    let mut changes = 0;
+    let mut seconds = 0.0;
+    for round in first_round..first_round + rounds {
+        let state = round % 2;
+        if t.cert.is_none() {
+            // Plain notifications carry no state: Teams must really have changed.
+            for (uid, _) in &t.users {
+                stack
+                    .m365()
+                    .set_teams_presence(uid, STATES[state].0, STATES[state].1)?;
+            }
+        }
+        // Built before the clock starts: the bench's own encryption is not the connector's.
+        let mut bodies = Vec::new();
+        for (c, chunk) in t.users.chunks(ITEMS_PER_POST).enumerate() {
+            let items = chunk
+                .iter()
+                .enumerate()
+                .map(|(k, (uid, _))| {
+                    let seq = (round * t.users.len() + c * ITEMS_PER_POST + k) as u64;
+                    item(t, uid, state, seq, &mut rng)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            bodies.push(body(t, items));
+        }
+        stack.pbx().call("DELETE", "/log", None)?;
+        let started = Instant::now();
+        let mut first_ack = None;
+        rt.block_on(async {
+            for b in bodies {
+                post(&client, &t.url, b).await?;
+                first_ack.get_or_insert_with(|| started.elapsed());
+            }
+            anyhow::Ok(())
+        })?;
+        let acked = started.elapsed();
+        let (n, first, last) = wait_frames(stack, t.users.len())?;
+        // Rich: the host sends the frames before it answers, so the last answer is the end.
+        // Plain: the frames follow presence reads after the answers; the span between the first
+        // and the last frame on the PBX's clock, plus the first answer, is the time taken.
+        let took = if t.cert.is_some() {
+            acked
+        } else {
+            first_ack.unwrap_or_default() + Duration::from_millis(last - first)
+        };
+        changes += n;
+        seconds += took.as_secs_f64();
+    }
+    check_final(stack, &t.users, |_| (first_round + rounds - 1) % 2)?;
+    Ok((changes, seconds))
+}
+
+/// Latency: `posts` rich notifications of one change each, sent at a steady `rate` whether or
+/// not earlier ones were answered; each one's time from sending to the connector's answer.
+fn latency(
+    stack: &Stack,
+    t: &Target,
+    posts: usize,
+    rate: u32,
+    round_base: usize,
+) -> Result<Vec<Duration>> {
+    let rt = runtime()?;
+    let client = post_client();
+    let mut rng = StdRng::seed_from_u64(11);
+    let users = t.users.len();
+    let warmup = posts / 10;
+    let total = warmup + posts;
+    // Change k is user k % users; it alternates its state on every visit.
+    let state_of = |k: usize| (round_base + k / users) % 2;
+    let mut bodies = Vec::with_capacity(total);
+    for k in 0..total {
+        let uid = &t.users[k % users].0;
+        let seq = (round_base * users + k) as u64;
+        bodies.push(body(t, vec![item(t, uid, state_of(k), seq, &mut rng)?]));
+    }
+    stack.pbx().call("DELETE", "/log", None)?;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let times = rt.block_on(async {
+        let start = tokio::time::Instant::now();
+        let mut tasks = Vec::with_capacity(total);
+        for (k, b) in bodies.into_iter().enumerate() {
+            tokio::time::sleep_until(start + interval * k as u32).await;
+            let (client, url) = (client.clone(), t.url.clone());
+            tasks.push(tokio::spawn(async move {
+                let sent = Instant::now();
+                post(&client, &url, b).await.map(|()| sent.elapsed())
+            }));
+        }
+        let mut times = Vec::with_capacity(total);
+        for task in tasks {
+            times.push(task.await??);
+        }
+        anyhow::Ok(times)
+    })?;
+    wait_frames(stack, total)?;
+    // The last visit of each user decides its final state.
+    let last_state = |i: usize| {
+        let last_k = (0..total).rev().find(|k| k % users == i).unwrap_or(i);
+        state_of(last_k)
+    };
+    check_final(stack, &t.users, last_state)?;
+    Ok(times[warmup..].to_vec())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+/// The three Teams -> PBX rows; `rsa_bound` is row 1's native bound from the same run.
+pub fn measure(sizes: Sizes, rsa_bound: Option<f64>) -> Vec<Row> {
+    let users = sizes.users.min(MAX_USERS);
+    let persons = people(users, 55);
+    let rich_target = match rsa_bound {
+        Some(b) => format!(">= 80% of RSA bound (>= {} /s)", thousands(0.8 * b)),
+        None => ">= 80% of RSA bound".into(),
+    };
+    let mut rows = Vec::new();
+    let rich = (|| -> Result<(Row, Row)> {
+        let stack = Stack::start(options(&persons, false))?;
+        let result = (|| {
+            let t = target(&stack, &persons, true)?;
+            // Warm-up round (key set fetched, caches warm), then the measured rounds.
+            throughput(&stack, &t, 1, 0)?;
+            let (changes, secs) = throughput(&stack, &t, sizes.rounds, 1)?;
+            let rate = changes as f64 / secs;
+            let pass = rsa_bound.is_some_and(|b| rate >= 0.8 * b);
+            let share = rsa_bound.map_or(String::new(), |b| {
+                format!(" ({:.0}% of the bound)", 100.0 * rate / b)
+            });
+            let throughput_row = Row::check(
+                "Teams -> PBX, rich notifications (100 items/POST): presence changes/s",
+                format!("{} /s{share}", thousands(rate)),
+                &rich_target,
+                pass,
+                &format!(
+                    "{} users, {} rounds of one change each, {} changes in POSTs of 100 encrypted items (one wrapped key each, as Graph sends them, validation token signed by the fake), each POST sent when the previous was answered; first POST -> last answer (the host sends SetPresence before answering); every frame counted at the fake PBX and every final state checked",
+                    thousands(users as f64),
+                    sizes.rounds,
+                    thousands(changes as f64)
+                ),
+            );
+            let rounds_done = 1 + sizes.rounds;
+            let mut times = latency(
+                &stack,
+                &t,
+                sizes.latency_posts,
+                sizes.latency_rate,
+                rounds_done,
+            )?;
+            times.sort();
+            let (p50, p99, max) = (
+                percentile(&times, 0.50),
+                percentile(&times, 0.99),
+                times.last().copied().unwrap_or_default(),
+            );
+            let latency_row = Row::check(
+                "latency notification -> SetPresence at 500/s: p50 / p99 / max",
+                format!("{} / {} / {}", dur(p50), dur(p99), dur(max)),
+                "p99 <= 3 ms",
+                p99 <= Duration::from_millis(3),
+                &format!(
+                    "{} rich POSTs of one item at a steady {}/s (open loop) after {} of warm-up; bench sends -> 202 received, which includes storing the notification, the durable flush and sending SetPresence (frames go out before the answer); every frame counted at the fake PBX",
+                    thousands(times.len() as f64),
+                    sizes.latency_rate,
+                    sizes.latency_posts / 10
+                ),
+            );
+            Ok((throughput_row, latency_row))
+        })();
+        stack.note(result)
+    })();
+    let plain = (|| -> Result<Row> {
+        let stack = Stack::start(options(&persons, true))?;
+        let result = (|| {
+            let t = target(&stack, &persons, false)?;
+            throughput(&stack, &t, 1, 0)?;
+            let (changes, secs) = throughput(&stack, &t, sizes.rounds, 1)?;
+            let rate = changes as f64 / secs;
+            Ok(Row::check(
+                "Teams -> PBX, plain notifications: presence changes/s",
+                format!("{} /s", thousands(rate)),
+                ">= 50,000 /s",
+                rate >= 50_000.0,
+                &format!(
+                    "same users and rounds, {} changes; plain POSTs of 100 items (no crypto), so the connector reads them with getPresencesByUserId before SetPresence; first POST -> last SetPresence at the fake PBX (its log's clock); every frame counted and every final state checked",
+                    thousands(changes as f64)
+                ),
+            ))
+        })();
+        stack.note(result)
+    })();
+    let failed = |what: &str, e: &anyhow::Error| Row::failed(what, &format!("{e:#}"));
+    match rich {
+        Ok((t, l)) => {
+            rows.push(t);
+            rows.push(match plain {
+                Ok(r) => r,
+                Err(e) => failed("Teams -> PBX, plain notifications", &e),
+            });
+            rows.push(l);
+        }
+        Err(e) => {
+            rows.push(failed("Teams -> PBX, rich notifications", &e));
+            rows.push(match plain {
+                Ok(r) => r,
+                Err(e) => failed("Teams -> PBX, plain notifications", &e),
+            });
+            rows.push(failed("latency notification -> SetPresence", &e));
+        }
+    }
+    rows
+}
