@@ -431,8 +431,11 @@ fn latency(
     wait_frames(stack, total)?;
     // The last visit of each user decides its final state.
     let last_state = |i: usize| {
-        let last_k = (0..total).rev().find(|k| k % users == i).unwrap_or(i);
-        state_of(last_k)
+        match (0..total).rev().find(|k| k % users == i) {
+            Some(last_k) => state_of(last_k),
+            // Not visited: still in the state of the last throughput round.
+            None => (round_base + 1) % 2,
+        }
     };
     check_final(stack, &t.users, last_state)?;
     Ok(times[warmup..].to_vec())
