@@ -24,8 +24,8 @@ pub mod matching;
 pub mod metrics;
 pub mod pbx;
 pub mod presence_in;
-pub mod provisioning;
 pub mod presence_out;
+pub mod provisioning;
 pub mod settings;
 pub mod store;
 #[cfg(not(target_family = "wasm"))]

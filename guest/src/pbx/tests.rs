@@ -896,7 +896,11 @@ fn corrupt_kv_state_is_survived() {
 fn every_presence_write_and_refusal_is_audited() {
     let (mut c, mut env) = start();
     // Not connected: the write is audited as failed.
-    assert!(c.pbx.set_presence(&mut env, None, "g1", "busy", "").is_err());
+    assert!(
+        c.pbx
+            .set_presence(&mut env, None, "g1", "busy", "")
+            .is_err()
+    );
     connect(&mut c, &mut env, 1, "master", ALL_APIS);
     replicate(&mut c, &mut env, 1, "db1", &[row("g1", "alice", "master")]);
     c.pbx

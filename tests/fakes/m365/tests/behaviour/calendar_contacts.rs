@@ -274,12 +274,27 @@ fn moving_an_event_changes_calendar_view_and_notifies_updated() {
     assert_eq!(v[0]["start"]["dateTime"], "2026-01-15T11:00:00.0000000");
     assert_eq!(v[0]["subject"], "Review");
     // A bad time is refused and changes nothing; an unknown event is 404.
-    let (status, _) = t.fake.control("PATCH", &format!("/control/events/{id}"), json!({"user": a, "patch": {"start": {"timeZone": "UTC"}}}));
+    let (status, _) = t.fake.control(
+        "PATCH",
+        &format!("/control/events/{id}"),
+        json!({"user": a, "patch": {"start": {"timeZone": "UTC"}}}),
+    );
     assert_eq!(status, 404);
-    assert_eq!(view(&mut t)[0]["start"]["dateTime"], "2026-01-15T11:00:00.0000000");
-    let (status, _) = t.fake.control("DELETE", &format!("/control/events/{id}"), json!({"user": a}));
+    assert_eq!(
+        view(&mut t)[0]["start"]["dateTime"],
+        "2026-01-15T11:00:00.0000000"
+    );
+    let (status, _) = t.fake.control(
+        "DELETE",
+        &format!("/control/events/{id}"),
+        json!({"user": a}),
+    );
     assert_eq!(status, 204);
     assert!(view(&mut t).is_empty());
-    let (status, _) = t.fake.control("DELETE", &format!("/control/events/{id}"), json!({"user": a}));
+    let (status, _) = t.fake.control(
+        "DELETE",
+        &format!("/control/events/{id}"),
+        json!({"user": a}),
+    );
     assert_eq!(status, 404);
 }
