@@ -4,6 +4,8 @@
 // Each test crate uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod pbx;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
