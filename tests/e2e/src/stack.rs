@@ -782,3 +782,30 @@ pub fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<()> {
 pub fn settle(d: Duration) {
     std::thread::sleep(d);
 }
+
+/// The activity of the connector's own Teams item (`teams:`) of a PBX user; "" when unset.
+pub fn teams_activity(stack: &Stack, guid: &str) -> Result<String> {
+    let p = stack.pbx().presence(guid)?;
+    Ok(p["stored"]
+        .as_array()
+        .and_then(|items| items.iter().find(|i| i["contact"] == "teams:"))
+        .and_then(|i| i["activity"].as_str())
+        .unwrap_or("")
+        .to_string())
+}
+
+/// The fake Microsoft 365's presence subscriptions (not the user-change or event ones).
+pub fn presence_subscriptions(stack: &Stack) -> Result<Vec<Value>> {
+    let all = stack.m365().call("GET", "/subscriptions", None)?;
+    Ok(all
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| {
+            s["resource"]
+                .as_str()
+                .is_some_and(|r| r.contains("communications/presences"))
+        })
+        .collect())
+}

@@ -3,6 +3,7 @@
 //! user's own Outlook contacts in the fake Microsoft 365 with the contact-search app's token.
 //! Every wait has a generous deadline and nothing asserts speed.
 
+use e2e::stack::teams_activity;
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
@@ -279,17 +280,6 @@ fn fifty_concurrent_searches_are_all_answered_correctly() -> Result<()> {
         }
         Ok(())
     })
-}
-
-/// The activity of the connector's own Teams item for a user; "" when unset.
-fn teams_activity(stack: &Stack, guid: &str) -> Result<String> {
-    let p = stack.pbx().presence(guid)?;
-    Ok(p["stored"]
-        .as_array()
-        .and_then(|items| items.iter().find(|i| i["contact"] == "teams:"))
-        .and_then(|i| i["activity"].as_str())
-        .unwrap_or("")
-        .to_string())
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! is deleted and its users move to the remaining account. Real processes on loopback; waits
 //! have generous deadlines and nothing asserts speed.
 
+use e2e::stack::{presence_subscriptions, teams_activity};
 use std::collections::BTreeSet;
 
 use anyhow::{Context, Result};
@@ -18,31 +19,6 @@ fn account(n: usize) -> TeamsAccount {
         username: format!("teams.sync{n}@contoso.onmicrosoft.com"),
         password: PASSWORD.into(),
     }
-}
-
-fn teams_activity(stack: &Stack, guid: &str) -> Result<String> {
-    let p = stack.pbx().presence(guid)?;
-    Ok(p["stored"]
-        .as_array()
-        .and_then(|items| items.iter().find(|i| i["contact"] == "teams:"))
-        .and_then(|i| i["activity"].as_str())
-        .unwrap_or("")
-        .to_string())
-}
-
-fn presence_subscriptions(stack: &Stack) -> Result<Vec<Value>> {
-    let all = stack.m365().call("GET", "/subscriptions", None)?;
-    Ok(all
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|s| {
-            s["resource"]
-                .as_str()
-                .is_some_and(|r| r.contains("communications/presences"))
-        })
-        .collect())
 }
 
 /// The user ids a presence subscription watches (`id in ('a','b',...)`).

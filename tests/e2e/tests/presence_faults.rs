@@ -2,6 +2,7 @@
 //! storm of 429s from Graph, notifications that never arrive, and 1,500 users over three
 //! Teams accounts. Every wait has a generous deadline; nothing asserts speed.
 
+use e2e::stack::{presence_subscriptions, teams_activity};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -38,16 +39,6 @@ const STATES: &[(&str, &str, &str)] = &[
     ("Busy", "Busy", "busy"),
 ];
 
-fn teams_activity(stack: &Stack, guid: &str) -> Result<String> {
-    let p = stack.pbx().presence(guid)?;
-    Ok(p["stored"]
-        .as_array()
-        .and_then(|items| items.iter().find(|i| i["contact"] == "teams:"))
-        .and_then(|i| i["activity"].as_str())
-        .unwrap_or("")
-        .to_string())
-}
-
 /// Waits until the PBX shows the wanted activity for everyone in `expect`; only the users
 /// still missing are asked again, so large populations stay cheap to poll.
 fn wait_for_pbx(stack: &Stack, what: &str, expect: &[(&Person, &str)]) -> Result<()> {
@@ -67,22 +58,6 @@ fn wait_for_pbx(stack: &Stack, what: &str, expect: &[(&Person, &str)]) -> Result
             Ok(missing.is_empty().then_some(()))
         })
         .with_context(|| format!("{} still missing, e.g. {last}", missing.len()))
-}
-
-/// The fake's presence subscriptions.
-fn presence_subscriptions(stack: &Stack) -> Result<Vec<Value>> {
-    let all = stack.m365().call("GET", "/subscriptions", None)?;
-    Ok(all
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|s| {
-            s["resource"]
-                .as_str()
-                .is_some_and(|r| r.contains("communications/presences"))
-        })
-        .collect())
 }
 
 /// The user ids a presence subscription watches (`id in ('a','b',...)`).

@@ -2,6 +2,7 @@
 //! webhook calls, a hot swap of the guest, several Teams accounts and a PBX slave reconnecting.
 //! Real processes on loopback; every wait has a generous deadline and nothing asserts speed.
 
+use e2e::stack::{presence_subscriptions, teams_activity};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -43,17 +44,6 @@ const STATES: &[(&str, &str, &str)] = &[
     ("Busy", "Busy", "busy"),
 ];
 
-/// The activity of the connector's own item (`teams:`) for a user; "" when unset.
-fn teams_activity(stack: &Stack, guid: &str) -> Result<String> {
-    let p = stack.pbx().presence(guid)?;
-    Ok(p["stored"]
-        .as_array()
-        .and_then(|items| items.iter().find(|i| i["contact"] == "teams:"))
-        .and_then(|i| i["activity"].as_str())
-        .unwrap_or("")
-        .to_string())
-}
-
 /// Sets `(availability, activity)` in Teams for `p`.
 fn set(stack: &Stack, p: &Person, state: (&str, &str, &str)) -> Result<()> {
     stack.m365().set_teams_presence(&p.email, state.0, state.1)
@@ -74,22 +64,6 @@ fn wait_for_pbx(stack: &Stack, what: &str, expect: &[(&Person, &str)]) -> Result
             Ok(missing.is_empty().then_some(()))
         })
         .with_context(|| format!("still missing: {missing:?}"))
-}
-
-/// The fake's presence subscriptions.
-fn presence_subscriptions(stack: &Stack) -> Result<Vec<Value>> {
-    let all = stack.m365().call("GET", "/subscriptions", None)?;
-    Ok(all
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|s| {
-            s["resource"]
-                .as_str()
-                .is_some_and(|r| r.contains("communications/presences"))
-        })
-        .collect())
 }
 
 /// Presence subscriptions per delegated user id (the account that owns them).

@@ -5,18 +5,9 @@
 use anyhow::{Context, Result};
 use e2e::people::{people, synced_stack};
 use e2e::stack::ensure;
+use e2e::stack::teams_activity;
 use e2e::{Stack, TeamsAccount};
 use serde_json::{Value, json};
-
-fn teams_activity(stack: &Stack, guid: &str) -> Result<String> {
-    let p = stack.pbx().presence(guid)?;
-    Ok(p["stored"]
-        .as_array()
-        .and_then(|items| items.iter().find(|i| i["contact"] == "teams:"))
-        .and_then(|i| i["activity"].as_str())
-        .unwrap_or("")
-        .to_string())
-}
 
 fn user_subscriptions(stack: &Stack) -> Result<Vec<Value>> {
     let all = stack.m365().call("GET", "/subscriptions", None)?;
