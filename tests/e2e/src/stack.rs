@@ -783,15 +783,24 @@ pub fn settle(d: Duration) {
     std::thread::sleep(d);
 }
 
-/// The activity of the connector's own Teams item (`teams:`) of a PBX user; "" when unset.
-pub fn teams_activity(stack: &Stack, guid: &str) -> Result<String> {
+/// The connector's own item (`teams:`) of a PBX user as the PBX stores it: (activity, note).
+pub fn teams_item(stack: &Stack, guid: &str) -> Result<Option<(String, String)>> {
     let p = stack.pbx().presence(guid)?;
-    Ok(p["stored"]
-        .as_array()
-        .and_then(|items| items.iter().find(|i| i["contact"] == "teams:"))
-        .and_then(|i| i["activity"].as_str())
-        .unwrap_or("")
-        .to_string())
+    Ok(p["stored"].as_array().and_then(|items| {
+        items.iter().find(|i| i["contact"] == "teams:").map(|i| {
+            (
+                i["activity"].as_str().unwrap_or("").to_string(),
+                i["note"].as_str().unwrap_or("").to_string(),
+            )
+        })
+    }))
+}
+
+/// The activity of the connector's own item (`teams:`) of a PBX user; "" when unset.
+pub fn teams_activity(stack: &Stack, guid: &str) -> Result<String> {
+    Ok(teams_item(stack, guid)?
+        .map(|(activity, _)| activity)
+        .unwrap_or_default())
 }
 
 /// The fake Microsoft 365's presence subscriptions (not the user-change or event ones).

@@ -3,6 +3,7 @@
 
 use anyhow::Result;
 use e2e::people::{Person, people, synced_stack};
+use e2e::stack::teams_item;
 use e2e::{HostKind, Stack, StackOptions, TeamsAccount};
 
 const SERVICE_USER: &str = "teams.sync@contoso.onmicrosoft.com";
@@ -19,19 +20,6 @@ fn on_node(persons: &[Person]) -> StackOptions {
             }],
         )
     }
-}
-
-/// The connector's own item (`teams:`) for a user, as the PBX stores it: (activity, note).
-fn teams_item(stack: &Stack, guid: &str) -> Result<Option<(String, String)>> {
-    let p = stack.pbx().presence(guid)?;
-    Ok(p["stored"].as_array().and_then(|items| {
-        items.iter().find(|i| i["contact"] == "teams:").map(|i| {
-            (
-                i["activity"].as_str().unwrap_or("").to_string(),
-                i["note"].as_str().unwrap_or("").to_string(),
-            )
-        })
-    }))
 }
 
 /// On the Node host: both PBXs log in over its WebSocket server, the Teams account signs in,

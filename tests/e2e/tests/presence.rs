@@ -3,6 +3,7 @@
 
 use anyhow::Result;
 use e2e::people::{Person, people, synced_stack};
+use e2e::stack::teams_item;
 use e2e::{Stack, StackOptions, TeamsAccount};
 
 const SERVICE_USER: &str = "teams.sync@contoso.onmicrosoft.com";
@@ -17,19 +18,6 @@ fn presence_options(persons: &[Person]) -> StackOptions {
             password: "Passw0rd!&+%= #x".into(),
         }],
     )
-}
-
-/// The connector's own item (`teams:`) for a user, as the PBX stores it.
-fn teams_item(stack: &Stack, guid: &str) -> Result<Option<(String, String)>> {
-    let p = stack.pbx().presence(guid)?;
-    Ok(p["stored"].as_array().and_then(|items| {
-        items.iter().find(|i| i["contact"] == "teams:").map(|i| {
-            (
-                i["activity"].as_str().unwrap_or("").to_string(),
-                i["note"].as_str().unwrap_or("").to_string(),
-            )
-        })
-    }))
 }
 
 /// Alice goes InAMeeting in Teams -> the PBX shows `meeting` on the connector's contact, on her
