@@ -3,7 +3,8 @@
 //!
 //! One group of rows on its own, with chosen sizes, for working on it:
 //! `cargo run --release -p bench -- --only pbx-to-teams 200 2000`, `--only restart 200` or
-//! `--only teams-to-pbx 600 10 5000` (users, rounds, latency posts).
+//! `--only teams-to-pbx 600 10 5000 [rich|plain]` (users, rounds, latency posts, one kind only).
+//! `BENCH_LOG=info` keeps the host's log at info in the stack directory of a failed row.
 
 use std::time::Instant;
 
@@ -35,6 +36,7 @@ async fn only(args: &[String]) -> Vec<Row> {
     let num =
         |i: usize, default: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
     let what = args.first().cloned().unwrap_or_default();
+    let kind = args.get(4).cloned().unwrap_or_default();
     let (users, changes) = (num(1, 200), num(2, 2_000));
     let (rounds, latency_posts) = (num(2, 10), num(3, 5_000));
     let result = tokio::task::spawn_blocking(move || match what.as_str() {
@@ -46,11 +48,13 @@ async fn only(args: &[String]) -> Vec<Row> {
                 rounds,
                 latency_posts,
                 latency_rate: 500,
+                rich: kind != "plain",
+                plain: kind != "rich",
             },
             None,
         )),
         _ => Err(anyhow::anyhow!(
-            "--only pbx-to-teams [users] [changes] | restart [users] | teams-to-pbx [users] [rounds] [latency posts]"
+            "--only pbx-to-teams [users] [changes] | restart [users] | teams-to-pbx [users] [rounds] [latency posts] [rich|plain]"
         )),
     })
     .await

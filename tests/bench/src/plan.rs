@@ -57,6 +57,8 @@ impl Plan {
                 rounds: 10,
                 latency_posts: 5_000,
                 latency_rate: 500,
+                rich: true,
+                plain: true,
             }),
         }
     }

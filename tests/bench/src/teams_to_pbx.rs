@@ -49,6 +49,10 @@ pub struct Sizes {
     pub latency_posts: usize,
     /// Offered rate of the latency row, POSTs per second.
     pub latency_rate: u32,
+    /// Measure rich notifications (throughput and latency).
+    pub rich: bool,
+    /// Measure plain notifications.
+    pub plain: bool,
 }
 
 /// The two Teams states changes alternate between, and what the PBX shows for them.
@@ -86,7 +90,8 @@ fn options(persons: &[Person], plain: bool) -> e2e::StackOptions {
         o.settings
             .push(("presence.notifications".into(), "\"plain\"".into()));
     }
-    o.log_filter = "warn".into();
+    // `BENCH_LOG=info` keeps the host's log for a look at a failed row.
+    o.log_filter = std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into());
     o
 }
 
@@ -459,6 +464,9 @@ pub fn measure(sizes: Sizes, rsa_bound: Option<f64>) -> Vec<Row> {
     };
     let mut rows = Vec::new();
     let rich = (|| -> Result<(Row, Row)> {
+        if !sizes.rich {
+            bail!("not measured in this run");
+        }
         let stack = Stack::start(options(&persons, false))?;
         let result = (|| {
             let t = target(&stack, &persons, true)?;
@@ -513,6 +521,9 @@ pub fn measure(sizes: Sizes, rsa_bound: Option<f64>) -> Vec<Row> {
         stack.note(result)
     })();
     let plain = (|| -> Result<Row> {
+        if !sizes.plain {
+            bail!("not measured in this run");
+        }
         let stack = Stack::start(options(&persons, true))?;
         let result = (|| {
             let t = target(&stack, &persons, false)?;
