@@ -803,18 +803,29 @@ pub fn teams_activity(stack: &Stack, guid: &str) -> Result<String> {
         .unwrap_or_default())
 }
 
-/// The fake Microsoft 365's presence subscriptions (not the user-change or event ones).
-pub fn presence_subscriptions(stack: &Stack) -> Result<Vec<Value>> {
+/// The fake Microsoft 365's subscriptions whose resource satisfies `resource`.
+pub fn subscriptions_where(stack: &Stack, resource: impl Fn(&str) -> bool) -> Result<Vec<Value>> {
     let all = stack.m365().call("GET", "/subscriptions", None)?;
     Ok(all
         .as_array()
         .cloned()
         .unwrap_or_default()
         .into_iter()
-        .filter(|s| {
-            s["resource"]
-                .as_str()
-                .is_some_and(|r| r.contains("communications/presences"))
-        })
+        .filter(|s| s["resource"].as_str().is_some_and(&resource))
         .collect())
+}
+
+/// The fake Microsoft 365's presence subscriptions (not the user-change or event ones).
+pub fn presence_subscriptions(stack: &Stack) -> Result<Vec<Value>> {
+    subscriptions_where(stack, |r| r.contains("communications/presences"))
+}
+
+/// The user ids a presence subscription watches (`id in ('a','b',...)`).
+pub fn watched_ids(sub: &Value) -> std::collections::BTreeSet<String> {
+    let r = sub["resource"].as_str().unwrap_or("");
+    r.split('\'')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
 }

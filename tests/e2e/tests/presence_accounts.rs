@@ -2,7 +2,7 @@
 //! is deleted and its users move to the remaining account. Real processes on loopback; waits
 //! have generous deadlines and nothing asserts speed.
 
-use e2e::stack::{presence_subscriptions, teams_activity};
+use e2e::stack::{presence_subscriptions, teams_activity, watched_ids};
 use std::collections::BTreeSet;
 
 use anyhow::{Context, Result};
@@ -19,16 +19,6 @@ fn account(n: usize) -> TeamsAccount {
         username: format!("teams.sync{n}@contoso.onmicrosoft.com"),
         password: PASSWORD.into(),
     }
-}
-
-/// The user ids a presence subscription watches (`id in ('a','b',...)`).
-fn watched_ids(sub: &Value) -> BTreeSet<String> {
-    let r = sub["resource"].as_str().unwrap_or("");
-    r.split('\'')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_string)
-        .collect()
 }
 
 fn owner(sub: &Value) -> String {

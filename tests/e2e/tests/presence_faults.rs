@@ -2,7 +2,7 @@
 //! storm of 429s from Graph, notifications that never arrive, and 1,500 users over three
 //! Teams accounts. Every wait has a generous deadline; nothing asserts speed.
 
-use e2e::stack::{presence_subscriptions, teams_activity};
+use e2e::stack::{presence_subscriptions, teams_activity, watched_ids};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use e2e::people::{Person, people, synced_stack};
 use e2e::stack::{ensure, settle};
 use e2e::{Stack, StackOptions, TeamsAccount};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Teams account `n` (1-based).
 fn account(n: usize) -> TeamsAccount {
@@ -58,16 +58,6 @@ fn wait_for_pbx(stack: &Stack, what: &str, expect: &[(&Person, &str)]) -> Result
             Ok(missing.is_empty().then_some(()))
         })
         .with_context(|| format!("{} still missing, e.g. {last}", missing.len()))
-}
-
-/// The user ids a presence subscription watches (`id in ('a','b',...)`).
-fn watched_ids(sub: &Value) -> Vec<String> {
-    let r = sub["resource"].as_str().unwrap_or("");
-    r.split('\'')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_string)
-        .collect()
 }
 
 /// Requests the fake Graph received, as `(method, path, status)`.

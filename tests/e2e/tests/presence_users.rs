@@ -4,24 +4,14 @@
 
 use anyhow::{Context, Result};
 use e2e::people::{people, synced_stack};
-use e2e::stack::ensure;
 use e2e::stack::teams_activity;
+use e2e::stack::{ensure, subscriptions_where};
 use e2e::{Stack, TeamsAccount};
 use serde_json::{Value, json};
 
+/// The user-change subscriptions (`/users`).
 fn user_subscriptions(stack: &Stack) -> Result<Vec<Value>> {
-    let all = stack.m365().call("GET", "/subscriptions", None)?;
-    Ok(all
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|s| {
-            s["resource"]
-                .as_str()
-                .is_some_and(|r| r.trim_start_matches('/') == "users")
-        })
-        .collect())
+    subscriptions_where(stack, |r| r.trim_start_matches('/') == "users")
 }
 
 /// Matching is by the UPN without its domain (the harness's `match_by_alias`). Renaming
