@@ -35,12 +35,7 @@ fn run() -> Result<()> {
     let path = config_path.unwrap_or_else(|| PathBuf::from("apphost.toml"));
     let config = apphost::config::HostConfig::load(&path)?;
     if check {
-        for i in &config.instances {
-            let plugin = config.plugins_dir.join(format!("{}.wasm", i.plugin));
-            if !plugin.exists() {
-                bail!("instance {}: {} does not exist", i.name, plugin.display());
-            }
-        }
+        check_plugins(&config)?;
         println!(
             "{}: ok ({} instances)",
             path.display(),
@@ -72,6 +67,42 @@ fn run() -> Result<()> {
         host.shutdown().await;
         Ok(())
     })
+}
+
+/// Compiles and type-checks every instance's plugin as the host would at start (imports it needs
+/// and the guest interface it exports), so a plugin this host cannot run fails the check rather
+/// than the start. Compiled artifacts go to a temporary directory: a check writes nothing into
+/// the data directory.
+fn check_plugins(config: &apphost::config::HostConfig) -> Result<()> {
+    let scratch = std::env::temp_dir().join(format!("apphost-check-{}", std::process::id()));
+    let max_memory = config
+        .instances
+        .iter()
+        .map(|i| i.memory_limit_mb)
+        .max()
+        .unwrap_or(64);
+    let result = (|| {
+        let runtime = apphost::engine::Runtime::new(
+            &scratch,
+            usize::try_from(max_memory << 20)?,
+            config.instances.len(),
+        )?;
+        let mut checked = std::collections::HashSet::new();
+        for i in &config.instances {
+            let plugin = config.plugins_dir.join(format!("{}.wasm", i.plugin));
+            if !checked.insert(plugin.clone()) {
+                continue;
+            }
+            let wasm = std::fs::read(&plugin)
+                .with_context(|| format!("instance {}: reading {}", i.name, plugin.display()))?;
+            runtime
+                .load(&wasm)
+                .with_context(|| format!("instance {}: {}", i.name, plugin.display()))?;
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
 }
 
 async fn shutdown_signal() {
