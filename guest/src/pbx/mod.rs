@@ -1018,19 +1018,8 @@ impl Pbx {
         note: &str,
         why: &str,
     ) -> Result<WsId, PbxError> {
-        let sent = self.route(loc, "PbxApi").and_then(|ws| {
-            let req = presence::set_request(guid, &self.settings.presence_contact, activity, note);
-            send(env, ws, &req)
-                .then_some(ws)
-                .ok_or(PbxError::SendFailed)
-        });
-        // The single write point into the PBX: every write, sent or not, is audited.
-        let result = match &sent {
-            Ok(_) => "sent".to_string(),
-            Err(e) => format!("failed: {e}"),
-        };
-        crate::audit::pbx_write(env, self.master_name(), guid, activity, note, why, result);
-        sent
+        let contact = self.settings.presence_contact.clone();
+        self.write_presence_item(env, loc, guid, &contact, activity, note, why)
     }
 
     /// Sets the calendar presence item (`pbx.calendar-contact`) of user `guid` on the PBX of
@@ -1043,18 +1032,34 @@ impl Pbx {
         activity: &str,
         note: &str,
     ) -> Result<WsId, PbxError> {
+        let contact = self.settings.calendar_contact.clone();
+        let why = "calendar event of the matched user (calendar item)";
+        self.write_presence_item(env, loc, guid, &contact, activity, note, why)
+    }
+
+    /// The single write point of presence items into the PBX: every write, sent or not, is
+    /// audited with `why`.
+    #[allow(clippy::too_many_arguments)]
+    fn write_presence_item(
+        &mut self,
+        env: &mut impl Env,
+        loc: Option<&str>,
+        guid: &str,
+        contact: &str,
+        activity: &str,
+        note: &str,
+        why: &str,
+    ) -> Result<WsId, PbxError> {
         let sent = self.route(loc, "PbxApi").and_then(|ws| {
-            let req = presence::set_request(guid, &self.settings.calendar_contact, activity, note);
+            let req = presence::set_request(guid, contact, activity, note);
             send(env, ws, &req)
                 .then_some(ws)
                 .ok_or(PbxError::SendFailed)
         });
-        // The calendar's write point into the PBX: audited like the Teams item.
         let result = match &sent {
             Ok(_) => "sent".to_string(),
             Err(e) => format!("failed: {e}"),
         };
-        let why = "calendar event of the matched user (calendar item)";
         crate::audit::pbx_write(env, self.master_name(), guid, activity, note, why, result);
         sent
     }
