@@ -39,6 +39,23 @@ async fn only(args: &[String]) -> Vec<Row> {
     let kind = args.get(4).cloned().unwrap_or_default();
     let (users, changes) = (num(1, 200), num(2, 2_000));
     let (rounds, latency_posts) = (num(2, 10), num(3, 5_000));
+    // The in-process rows (wasm/native, hot swap) are async and use the full plan's sizes
+    // unless given: `--only wasm [rows] [rounds]`, `--only swap [events/s]`.
+    let mut plan = Plan::full();
+    match what.as_str() {
+        "wasm" => {
+            plan.core_rows = num(1, 10_000) as u32;
+            plan.core_rounds = num(2, 3);
+            let r = bench::core_ratio::measure(&plan).await;
+            return r.unwrap_or_else(|e| vec![Row::failed("--only", &format!("{e:#}"))]);
+        }
+        "swap" => {
+            plan.swap_rate = num(1, 5_000) as u32;
+            let r = bench::swap::measure(&plan).await;
+            return r.unwrap_or_else(|e| vec![Row::failed("--only", &format!("{e:#}"))]);
+        }
+        _ => {}
+    }
     let result = tokio::task::spawn_blocking(move || match what.as_str() {
         "pbx-to-teams" => bench::pbx_to_teams::measure((users, changes)),
         "restart" => bench::restart_recovery::measure(users),
@@ -54,7 +71,7 @@ async fn only(args: &[String]) -> Vec<Row> {
             None,
         )),
         _ => Err(anyhow::anyhow!(
-            "--only pbx-to-teams [users] [changes] | restart [users] | teams-to-pbx [users] [rounds] [latency posts] [rich|plain]"
+            "--only pbx-to-teams [users] [changes] | restart [users] | teams-to-pbx [users] [rounds] [latency posts] [rich|plain] | wasm [rows] [rounds] | swap [events/s]"
         )),
     })
     .await
