@@ -11,8 +11,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use e2e::people::{MAIL_DOMAIN, Person, people, synced_stack};
-use e2e::{Stack, StackOptions, TeamsAccount};
+use e2e::people::{Person, one_account, people, synced_stack, with_app};
+use e2e::{Stack, StackOptions};
 use serde_json::{Value, json};
 
 use crate::table::{Row, thousands};
@@ -22,28 +22,17 @@ const SECRET: &str = "bench~Secret.+/=";
 
 /// Both directions synced for `persons`: F1 with one Teams account, F2 with its app.
 fn options(persons: &[Person]) -> StackOptions {
-    let mut o = synced_stack(
-        persons,
-        vec![TeamsAccount::Password {
-            name: "teams1".into(),
-            username: "teams.sync1@contoso.onmicrosoft.com".into(),
-            password: "Passw0rd!".into(),
-        }],
+    let mut o = synced_stack(persons, one_account());
+    with_app(
+        &mut o,
+        "presence-out",
+        APP,
+        SECRET,
+        &["Presence.ReadWrite.All"],
     );
-    if let Some(m) = o.m365.as_mut() {
-        m.apps.push(json!({
-            "clientId": APP, "displayName": "Connector PBX presence (bench)",
-            "secret": SECRET, "roles": ["Presence.ReadWrite.All"],
-        }));
-    }
-    let q = |s: &str| serde_json::to_string(s).expect("string");
-    o.settings.extend([
-        ("presence-out.tenant".into(), q(MAIL_DOMAIN)),
-        ("presence-out.client-id".into(), q(APP)),
-        ("presence-out.client-secret".into(), q(SECRET)),
-        // Monitors follow F1's matches quickly; the write path keeps its defaults.
-        ("presence-out.scan-s".into(), "0.5".into()),
-    ]);
+    // Monitors follow F1's matches quickly; the write path keeps its defaults.
+    o.settings
+        .push(("presence-out.scan-s".into(), "0.5".into()));
     o.log_filter = "warn".into();
     o
 }

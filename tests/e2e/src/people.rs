@@ -163,3 +163,35 @@ pub fn synced_stack(persons: &[Person], accounts: Vec<crate::TeamsAccount>) -> c
         ..Default::default()
     }
 }
+
+/// The one Teams account most stacks sign in with (`teams1`, a password account).
+pub fn one_account() -> Vec<crate::TeamsAccount> {
+    vec![crate::TeamsAccount::Password {
+        name: "teams1".into(),
+        username: format!("teams.sync1@{MAIL_DOMAIN}"),
+        password: "Passw0rd!".into(),
+    }]
+}
+
+/// Registers an app (client credentials) in the fake tenant and configures `feature`'s
+/// `tenant`, `client-id` and `client-secret` settings with it (`presence-out`, `calendar`, ...).
+pub fn with_app(
+    o: &mut crate::StackOptions,
+    feature: &str,
+    client_id: &str,
+    secret: &str,
+    roles: &[&str],
+) {
+    if let Some(m) = o.m365.as_mut() {
+        m.apps.push(json!({
+            "clientId": client_id, "displayName": format!("Connector {feature} ({client_id})"),
+            "secret": secret, "roles": roles,
+        }));
+    }
+    let q = |s: &str| serde_json::to_string(s).expect("string");
+    o.settings.extend([
+        (format!("{feature}.tenant"), q(MAIL_DOMAIN)),
+        (format!("{feature}.client-id"), q(client_id)),
+        (format!("{feature}.client-secret"), q(secret)),
+    ]);
+}

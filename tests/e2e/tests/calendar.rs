@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use e2e::http::request_raw;
-use e2e::people::{MAIL_DOMAIN, Person, people, synced_stack};
+use e2e::people::{Person, one_account, people, synced_stack, with_app};
 use e2e::stack::{ensure, settle};
-use e2e::{Stack, StackOptions, TeamsAccount};
+use e2e::{Stack, StackOptions};
 use serde_json::{Value, json};
 
 const CALENDAR_APP: &str = "e2e-calendar-app";
@@ -17,26 +17,9 @@ const CALENDAR_SECRET: &str = "cal~Secret.+/=&%";
 
 /// `persons` synced (F1) with one Teams account, plus the calendar app registration (F3).
 fn options(persons: &[Person]) -> StackOptions {
-    let mut o = synced_stack(
-        persons,
-        vec![TeamsAccount::Password {
-            name: "teams1".into(),
-            username: "teams.sync1@contoso.onmicrosoft.com".into(),
-            password: "Passw0rd!".into(),
-        }],
-    );
-    if let Some(m) = o.m365.as_mut() {
-        m.apps.push(json!({
-            "clientId": CALENDAR_APP, "displayName": "Connector calendar (e2e)",
-            "secret": CALENDAR_SECRET, "roles": ["Calendars.Read", "User.Read.All"],
-        }));
-    }
-    let q = |s: &str| serde_json::to_string(s).expect("string");
-    o.settings.extend([
-        ("calendar.tenant".into(), q(MAIL_DOMAIN)),
-        ("calendar.client-id".into(), q(CALENDAR_APP)),
-        ("calendar.client-secret".into(), q(CALENDAR_SECRET)),
-    ]);
+    let mut o = synced_stack(persons, one_account());
+    let roles = ["Calendars.Read", "User.Read.All"];
+    with_app(&mut o, "calendar", CALENDAR_APP, CALENDAR_SECRET, &roles);
     o
 }
 

@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use e2e::people::{MAIL_DOMAIN, Person, people, synced_stack};
+use e2e::people::{Person, one_account, people, synced_stack, with_app};
 use e2e::stack::{ensure, settle};
-use e2e::{Stack, StackOptions, TeamsAccount};
+use e2e::{Stack, StackOptions};
 use serde_json::{Value, json};
 
 const APP: &str = "e2e-presence-out-app";
@@ -17,28 +17,17 @@ const SECRET: &str = "out~Secret.+/=&%";
 
 /// `persons` synced both ways: F1 with one Teams account, F2 with its app registration.
 fn options(persons: &[Person], extra: &[(&str, &str)]) -> StackOptions {
-    let mut o = synced_stack(
-        persons,
-        vec![TeamsAccount::Password {
-            name: "teams1".into(),
-            username: "teams.sync1@contoso.onmicrosoft.com".into(),
-            password: "Passw0rd!".into(),
-        }],
+    let mut o = synced_stack(persons, one_account());
+    with_app(
+        &mut o,
+        "presence-out",
+        APP,
+        SECRET,
+        &["Presence.ReadWrite.All"],
     );
-    if let Some(m) = o.m365.as_mut() {
-        m.apps.push(json!({
-            "clientId": APP, "displayName": "Connector PBX presence (e2e)",
-            "secret": SECRET, "roles": ["Presence.ReadWrite.All"],
-        }));
-    }
-    let q = |s: &str| serde_json::to_string(s).expect("string");
-    o.settings.extend([
-        ("presence-out.tenant".into(), q(MAIL_DOMAIN)),
-        ("presence-out.client-id".into(), q(APP)),
-        ("presence-out.client-secret".into(), q(SECRET)),
-        // Monitors follow F1's matches quickly.
-        ("presence-out.scan-s".into(), "0.5".into()),
-    ]);
+    // Monitors follow F1's matches quickly.
+    o.settings
+        .push(("presence-out.scan-s".into(), "0.5".into()));
     for (k, v) in extra {
         o.settings.push((k.to_string(), v.to_string()));
     }
