@@ -22,6 +22,7 @@ pub mod pending;
 pub mod plan;
 pub mod restart_recovery;
 pub mod rsa;
+pub mod scale;
 pub mod startup;
 pub mod swap;
 pub mod table;
@@ -110,7 +111,18 @@ pub async fn run(plan: &Plan) -> Vec<Row> {
         eprintln!("  {:?}", t.elapsed());
     }
 
-    rows.extend(pending::after_memory());
+    match &plan.scale {
+        Some(sizes) => {
+            let t = step("scale");
+            rows.extend(or_failed("scale", scale::measure(sizes).await));
+            eprintln!("  {:?}", t.elapsed());
+        }
+        None => rows.push(Row::not_yet(
+            "scale: users per instance, instances per host before a figure degrades 2x",
+            "—",
+            "not run in this plan (`scale` is `None`)",
+        )),
+    }
     rows
 }
 

@@ -3,7 +3,8 @@
 //!
 //! One group of rows on its own, with chosen sizes, for working on it:
 //! `cargo run --release -p bench -- --only pbx-to-teams 200 2000`, `--only restart 200` or
-//! `--only teams-to-pbx 600 10 5000 [rich|plain]` (users, rounds, latency posts, one kind only).
+//! `--only teams-to-pbx 600 10 5000 [rich|plain]` (users, rounds, latency posts, one kind only)
+//! or `--only scale 10000 8` (the full plan's points up to 10,000 users and 8 instances).
 //! `BENCH_LOG=info` keeps the host's log at info in the stack directory of a failed row.
 
 use std::time::Instant;
@@ -21,7 +22,7 @@ async fn main() {
         Some("--only") => only(&args[1..]).await,
         Some(other) => {
             eprintln!(
-                "unknown argument {other}; usage: bench [--only pbx-to-teams|restart|teams-to-pbx [sizes]]"
+                "unknown argument {other}; usage: bench [--only pbx-to-teams|restart|teams-to-pbx|scale [sizes]]"
             );
             std::process::exit(2);
         }
@@ -39,6 +40,21 @@ async fn only(args: &[String]) -> Vec<Row> {
     let kind = args.get(4).cloned().unwrap_or_default();
     let (users, changes) = (num(1, 200), num(2, 2_000));
     let (rounds, latency_posts) = (num(2, 10), num(3, 5_000));
+    if what == "scale" {
+        // The full plan's points up to the given largest users per instance and instances.
+        let mut sizes = bench::scale::Sizes::full();
+        sizes.users.retain(|&n| n <= num(1, usize::MAX));
+        sizes.instances.retain(|&k| k <= num(2, usize::MAX));
+        if sizes.users.is_empty() || sizes.instances.is_empty() {
+            return vec![Row::failed(
+                "--only scale",
+                "no points left below those sizes",
+            )];
+        }
+        return bench::scale::measure(&sizes)
+            .await
+            .unwrap_or_else(|e| vec![Row::failed("--only scale", &format!("{e:#}"))]);
+    }
     // The in-process rows (wasm/native, hot swap) are async and use the full plan's sizes
     // unless given: `--only wasm [rows] [rounds]`, `--only swap [events/s]`.
     let mut plan = Plan::full();

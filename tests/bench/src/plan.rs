@@ -34,6 +34,8 @@ pub struct Plan {
     pub restart_users: Option<usize>,
     /// Teams -> PBX throughput and latency, or `None` to skip (it starts the whole stack twice).
     pub teams_to_pbx: Option<crate::teams_to_pbx::Sizes>,
+    /// Scale: users per instance and instances per host, or `None` to skip.
+    pub scale: Option<crate::scale::Sizes>,
 }
 
 impl Plan {
@@ -60,6 +62,7 @@ impl Plan {
                 rich: true,
                 plain: true,
             }),
+            scale: Some(crate::scale::Sizes::full()),
         }
     }
 
@@ -79,6 +82,7 @@ impl Plan {
             pbx_to_teams: None,
             restart_users: None,
             teams_to_pbx: None,
+            scale: Some(crate::scale::Sizes::smoke()),
         }
     }
 }
