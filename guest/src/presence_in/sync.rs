@@ -35,6 +35,10 @@ const SUB_PREFIX: &str = "sub/";
 const APPLIED_PREFIX: &str = "presence/";
 const INBOX_IDS: &str = "inbox/presence/";
 const INBOX_RICH: &str = "inbox/rich/";
+/// `getPresencesByUserId` calls in flight at most. Graph documents a rate (1,500 per 30 s per
+/// app and tenant, graph.md 7.2), not a concurrency; a few in flight keep the pipeline busy
+/// while later notifications gather into the next call (up to 650 ids each).
+const MAX_READS_IN_FLIGHT: usize = 4;
 /// The user-change subscription ([`UsersSub`]); outside `sub/`, which holds accounts.
 const USERS_SUB_KEY: &str = "users-sub";
 /// Graph's maximum lifetime of a user subscription is 41,760 minutes (graph.md §3.7).
@@ -229,6 +233,13 @@ pub struct PresenceSync {
     subs: BTreeMap<String, Sub>,
     pending: BTreeMap<RequestId, Pending>,
     retry_reads: BTreeMap<TimerId, (Vec<String>, u32)>,
+    /// Users to read as soon as a read slot is free (notifications, reconciliations).
+    read_queue: BTreeSet<String>,
+    /// Users in a `getPresencesByUserId` in flight: never in two at once, so a notification
+    /// that arrives meanwhile is read again after it (the read may predate the change).
+    reading: BTreeSet<String>,
+    /// `getPresencesByUserId` calls in flight.
+    reads_in_flight: usize,
     skew_ms: i64,
     skew_warned: bool,
     jwks: Vec<(String, PublicKey)>,
@@ -358,6 +369,9 @@ impl PresenceSync {
             subs: BTreeMap::new(),
             pending: BTreeMap::new(),
             retry_reads: BTreeMap::new(),
+            read_queue: BTreeSet::new(),
+            reading: BTreeSet::new(),
+            reads_in_flight: 0,
             skew_ms: 0,
             skew_warned: false,
             jwks: Vec::new(),
@@ -513,19 +527,13 @@ impl PresenceSync {
             }
             _ => {}
         }
-        // Notifications acknowledged before a restart and not read yet.
+        // Notifications acknowledged before a restart and not read yet (nor being read).
         let waiting: Vec<String> = store::keys(env, INBOX_IDS)
             .iter()
             .map(|k| k[INBOX_IDS.len()..].to_string())
+            .filter(|i| !self.reading.contains(i))
             .collect();
-        if !waiting.is_empty()
-            && !self
-                .pending
-                .values()
-                .any(|p| matches!(p, Pending::Read { .. }))
-        {
-            self.read(env, tokens, waiting, 0);
-        }
+        self.read(env, tokens, waiting, 0);
     }
 
     fn fetch_users(&mut self, env: &mut impl Env, tokens: &Tokens) {
@@ -562,9 +570,43 @@ impl PresenceSync {
         }
     }
 
-    /// Reads the presence of `ids` (chunks of 650) and applies it.
+    /// Reads the presence of `ids` and applies it: queued, then sent as soon as a read slot
+    /// is free, together with whatever else is queued by then (up to 650 ids per call).
+    /// Retries (`attempt > 0`) already waited for their turn and are sent at once.
     fn read(&mut self, env: &mut impl Env, tokens: &Tokens, ids: Vec<String>, attempt: u32) {
+        if attempt > 0 {
+            self.send_read(env, tokens, ids, attempt);
+            return;
+        }
+        self.read_queue.extend(ids);
+        self.pump_reads(env, tokens);
+    }
+
+    /// Sends queued users while read slots are free; a user already in a read in flight waits
+    /// for its answer.
+    fn pump_reads(&mut self, env: &mut impl Env, tokens: &Tokens) {
+        while self.reads_in_flight < MAX_READS_IN_FLIGHT && self.any_token(tokens, env).is_some() {
+            let ids: Vec<String> = self
+                .read_queue
+                .iter()
+                .filter(|i| !self.reading.contains(*i))
+                .take(presence::MAX_IDS)
+                .cloned()
+                .collect();
+            if ids.is_empty() {
+                return;
+            }
+            for i in &ids {
+                self.read_queue.remove(i);
+            }
+            self.send_read(env, tokens, ids, 0);
+        }
+    }
+
+    fn send_read(&mut self, env: &mut impl Env, tokens: &Tokens, ids: Vec<String>, attempt: u32) {
         let Some((_, token)) = self.any_token(tokens, env) else {
+            // Read again once a token arrives (`on_token`).
+            self.read_queue.extend(ids);
             return;
         };
         for (chunk, req) in
@@ -572,6 +614,8 @@ impl PresenceSync {
                 .zip(presence::requests(&self.cfg.graph_url, token, &ids))
         {
             let id = env.http_start(req);
+            self.reading.extend(chunk.iter().cloned());
+            self.reads_in_flight += 1;
             self.pending.insert(
                 id,
                 Pending::Read {
@@ -579,6 +623,18 @@ impl PresenceSync {
                     attempt,
                 },
             );
+        }
+    }
+
+    /// A read answered (or failed): its users may be read again; the inbox entry of a user
+    /// goes only if no notification for it arrived since the read was sent.
+    fn read_done(&mut self, env: &mut impl Env, ids: &[String], forget: bool) {
+        self.reads_in_flight = self.reads_in_flight.saturating_sub(1);
+        for i in ids {
+            self.reading.remove(i);
+            if forget && !self.read_queue.contains(i) {
+                env.kv_delete(&format!("{INBOX_IDS}{}", store::segment(i)));
+            }
         }
     }
 
@@ -1395,11 +1451,11 @@ impl PresenceSync {
                     for p in &list {
                         self.apply(env, pbx, p);
                     }
-                    for i in &ids {
-                        env.kv_delete(&format!("{INBOX_IDS}{}", store::segment(i)));
-                    }
+                    self.read_done(env, &ids, true);
+                    self.pump_reads(env, tokens);
                 }
                 Err(e) if e.transient() || e.status == 401 => {
+                    self.read_done(env, &ids, false);
                     let delay = api::retry_delay_ms(&e, attempt + 1, env.random_u64());
                     env.counter_add(
                         "graph_throttled_total",
@@ -1416,9 +1472,8 @@ impl PresenceSync {
                         &format!("reading presence of {} users failed: {e}", ids.len()),
                     );
                     // Retrying cannot help; the periodic reconciliation covers synced users.
-                    for i in &ids {
-                        env.kv_delete(&format!("{INBOX_IDS}{}", store::segment(i)));
-                    }
+                    self.read_done(env, &ids, true);
+                    self.pump_reads(env, tokens);
                 }
             },
             Pending::List { account } => match subs::parse_list(&resp) {
@@ -2139,6 +2194,20 @@ impl PresenceSync {
             "not_matched": matching::problems(env, 200),
             "subscriptions": accounts,
             "clock_skew_ms": self.skew_ms,
+            // Presence reads still to come: `idle` once nothing is due, queued or in flight.
+            "reads": {
+                "in_flight": self.reads_in_flight,
+                "queued": self.read_queue.len(),
+                "retrying": self.retry_reads.len(),
+                "due": self.read_all_due || !self.read_due.is_empty(),
+                // A settle timer may still add reads (after matching).
+                "idle": !self.settle_timer
+                    && self.reads_in_flight == 0
+                    && self.read_queue.is_empty()
+                    && self.retry_reads.is_empty()
+                    && !self.read_all_due
+                    && self.read_due.is_empty(),
+            },
         })
     }
 }

@@ -339,6 +339,17 @@ impl Stack {
         })
     }
 
+    /// Waits until the connector has no Teams presence read due, queued or in flight (its
+    /// `presence.reads.idle` in /status), e.g. the reconciliation it runs a settle time after
+    /// creating a subscription. Until then a read may write a Teams change into the PBX before
+    /// its notification arrives, so a test counting one `SetPresence` per change waits first.
+    pub fn wait_for_presence_reads(&self) -> Result<()> {
+        self.wait_until("no presence read due or in flight (connector /status)", |s| {
+            let st = s.connector().status_json()?;
+            Ok((st["presence"]["reads"]["idle"] == true).then_some(()))
+        })
+    }
+
     /// Master and slave names of the configured PBX.
     pub fn pbx_names(&self) -> Vec<String> {
         let p = self.options.pbx.as_ref().expect("no PBX configured");
