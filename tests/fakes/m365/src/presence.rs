@@ -162,6 +162,16 @@ pub fn aggregate(st: &PresenceState, now: i64, fade: i64) -> (String, String) {
     out
 }
 
+/// Whether the passing of time alone can change this user's aggregate: an expiring session, an
+/// app session that fades, or a preferred presence (it expires).
+fn time_dependent(st: &PresenceState) -> bool {
+    st.preferred.is_some()
+        || st
+            .sessions
+            .values()
+            .any(|s| s.expires_at != i64::MAX || !s.teams_client)
+}
+
 impl Fake {
     /// Teams derives "In a meeting" and "Out of office" from the calendar (graph.md 4.5, 5.2):
     /// an ongoing busy/tentative event turns Available into Busy/InAMeeting (unless the user set a
@@ -226,6 +236,10 @@ impl Fake {
             .presence
             .users
             .iter()
+            // Only time can change a user here; Teams-client sessions alone never expire or
+            // fade, so their aggregate is the one published at the last change (and skipping
+            // them keeps a tick cheap with hundreds of users).
+            .filter(|(_, st)| time_dependent(st))
             .filter(|(_, st)| {
                 (!st.sessions.is_empty() || st.preferred.is_some())
                     && aggregate(st, now, fade) != st.published
@@ -558,6 +572,26 @@ mod tests {
             last_set: t,
             teams_client: teams,
         }
+    }
+
+    #[test]
+    fn only_expiring_or_fading_presence_depends_on_time() {
+        let mut st = PresenceState::default();
+        assert!(!time_dependent(&st), "offline stays offline");
+        let mut teams = sess("Busy", "InAMeeting", 0, true);
+        teams.expires_at = i64::MAX;
+        st.sessions.insert("teams".into(), teams);
+        assert!(!time_dependent(&st), "a Teams client never fades");
+        st.sessions
+            .insert("app".into(), sess("Available", "Available", 0, false));
+        assert!(time_dependent(&st), "an app session expires and fades");
+        st.sessions.remove("app");
+        st.preferred = Some(Preferred {
+            availability: "Away".into(),
+            activity: "Away".into(),
+            expires_at: 10,
+        });
+        assert!(time_dependent(&st), "a preferred presence expires");
     }
 
     #[test]
