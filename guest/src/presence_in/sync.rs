@@ -77,6 +77,8 @@ pub struct Config {
     pub settle_ms: u64,
     /// Matching options.
     pub matching: matching::Options,
+    /// F2's option `presence-out.alien-calls`: Teams calls are passed on to it.
+    pub alien_calls: bool,
 }
 
 fn seconds(env: &mut impl Env, name: &str, default_s: u64) -> u64 {
@@ -136,6 +138,7 @@ impl Config {
             users_ms: seconds(env, "presence.users-refresh-interval-s", 3600),
             settle_ms: seconds(env, "presence.settle-s", 2),
             matching: matching::Options::read(env),
+            alien_calls: crate::presence_out::alien::enabled(env),
         }
     }
 }
@@ -1812,7 +1815,7 @@ impl PresenceSync {
             store::set_json(env, &key, &applied);
             return;
         }
-        if !matches!(decide(&applied, p, false), Decision::OutOfOrder) {
+        if self.cfg.alien_calls && !matches!(decide(&applied, p, false), Decision::OutOfOrder) {
             // A Teams call may make the PBX user busy (F2 option `presence-out.alien-calls`).
             crate::presence_out::alien::teams_presence(env, &m.guid, &p.activity);
         }

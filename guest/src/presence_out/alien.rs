@@ -49,11 +49,16 @@ fn is_call(activity: &str) -> bool {
     )
 }
 
+/// Whether the option `presence-out.alien-calls` is on (F1 reads it once per start, not
+/// for every presence it applies).
+pub fn enabled(env: &mut impl Env) -> bool {
+    crate::settings::value(env, "presence-out.alien-calls")
+        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on"))
+}
+
 /// F1 saw this Teams presence for PBX user `guid` (not an echo of F2's own writes).
 pub fn teams_presence(env: &mut impl Env, guid: &str, activity: &str) {
-    let enabled = crate::settings::value(env, "presence-out.alien-calls")
-        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on"));
-    if !enabled {
+    if !enabled(env) {
         return;
     }
     let in_call = is_call(activity);
