@@ -1152,3 +1152,78 @@ fn a_local_clock_ahead_without_a_date_header_asks_shorter_lifetimes_instead_of_l
     w.advance(1_000);
     assert_eq!(w.pbx_activity(2).as_deref(), Some("away"));
 }
+
+/// The ids of every `getPresencesByUserId` the fake answered since request `from`.
+fn presence_reads(w: &World, from: usize) -> Vec<Vec<String>> {
+    w.fake.requests()[from..]
+        .iter()
+        .filter(|r| r.target.ends_with("/communications/getPresencesByUserId"))
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            v["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i.as_str().unwrap().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn a_burst_of_plain_notifications_is_read_with_few_calls_and_never_twice_at_once() {
+    let names = people(20);
+    let mut w = World::new(&names, &[], 1);
+    w.start();
+    // Only the notifications posted below arrive.
+    w.fake.config_mut().notification_outage = true;
+    let v: serde_json::Value = serde_json::from_str(&w.env.kv_text("sub/teams0").unwrap()).unwrap();
+    let ids: Vec<String> = (0..names.len())
+        .map(|i| {
+            let upn = format!("person.{i:04}@contoso.onmicrosoft.com");
+            w.fake
+                .teams_client_presence(&upn, None, "DoNotDisturb", "DoNotDisturb")
+                .unwrap();
+            w.fake.user(&upn).unwrap().id.clone()
+        })
+        .collect();
+    let post = |w: &mut World, chunk: &[String]| {
+        let items: Vec<serde_json::Value> = chunk
+            .iter()
+            .map(|uid| {
+                serde_json::json!({"subscriptionId": v["id"], "clientState": v["client_state"],
+                    "tenantId": w.fake.tenant_id(), "changeType": "updated",
+                    "resource": format!("communications/presences/{uid}"), "resourceData": {"id": uid}})
+            })
+            .collect();
+        let body = serde_json::json!({ "value": items })
+            .to_string()
+            .into_bytes();
+        let (status, _, _) = w.post_to_connector(&format!("{PREFIX}/subscriptions"), body);
+        assert_eq!(status, 202);
+    };
+    let from = w.fake.requests().len();
+    // Ten notifications of two users each arrive before Graph answers any read, and the
+    // first user is notified a second time while its read is in flight.
+    for chunk in ids.chunks(2) {
+        post(&mut w, chunk);
+    }
+    post(&mut w, &ids[..1]);
+    w.pump();
+    let reads = presence_reads(&w, from);
+    // Four reads in flight at once; everything notified meanwhile goes into the next one.
+    assert_eq!(reads.len(), 5, "{reads:?}");
+    assert_eq!(reads[4].len(), 13, "{reads:?}");
+    // Notified again while being read: read once more afterwards, not at the same time.
+    assert!(reads[0].contains(&ids[0]) && reads[4].contains(&ids[0]));
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(w.pbx_activity(i).as_deref(), Some("dnd"), "{id}");
+    }
+    assert!(
+        w.env
+            .kv_text(&format!("inbox/presence/{}", ids[0]))
+            .is_none(),
+        "every notification read"
+    );
+    assert_eq!(w.status()["presence"]["reads"]["idle"], true);
+}
