@@ -39,10 +39,18 @@ pub const RSA_KEY_PREFIX: &[u8] = b"rsa/";
 pub enum Command {
     /// Deliver an event.
     Event(Event),
-    /// Replace the guest between two events; answers with the new version.
-    Swap(Arc<Plugin>, oneshot::Sender<Result<String>>),
+    /// Replace the guest between two events with one prepared off the actor; answers with
+    /// the new version.
+    Swap(Box<Prepared>, oneshot::Sender<Result<String>>),
     /// Stop the actor.
     Shutdown,
+}
+
+/// A new guest, instantiated and checked (contract version, `version()`) while the old one
+/// kept serving, so that the switch itself is only snapshot, `init` and the exchange.
+pub struct Prepared {
+    live: Live,
+    plugin: Arc<Plugin>,
 }
 
 /// An open WebSocket, owned by the host.
@@ -64,6 +72,9 @@ pub struct Status {
     pub state: String,
     /// The last swap or restart problem, if any.
     pub last_error: Option<String>,
+    /// How long the last hot swap held events back on the actor (old guest's snapshot, new
+    /// guest's `init` and its commit), in microseconds; `None` before the first swap.
+    pub last_switch_us: Option<u64>,
 }
 
 /// Everything of one instance that both the actor and the async side use.
@@ -87,6 +98,8 @@ pub struct InstanceContext {
     /// Armed timers.
     pub timers: Mutex<HashMap<u64, AbortHandle>>,
     commands: Sender<Command>,
+    /// The engine guests of this instance run on (swaps instantiate off the actor).
+    engine: wasmtime::Engine,
     /// Counters.
     pub metrics: InstanceMetrics,
     /// Where async work of this instance runs.
@@ -116,11 +129,28 @@ impl InstanceContext {
         }
     }
 
-    /// Asks the actor to swap to `plugin` and waits for the outcome.
-    pub async fn swap(&self, plugin: Arc<Plugin>) -> Result<String> {
+    /// Instantiates `plugin` on a blocking thread while the old guest keeps serving, then asks
+    /// the actor to switch to it between two events and waits for the outcome.
+    pub async fn swap(self: &Arc<Self>, plugin: Arc<Plugin>) -> Result<String> {
+        let ctx = self.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            instantiate(&ctx.engine, &ctx, &plugin).map(|live| Prepared { live, plugin })
+        })
+        .await
+        .map_err(|e| anyhow!("preparing the new guest panicked: {e}"))?;
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                let name = &self.config.name;
+                tracing::error!(instance = %name, error = %format!("{e:#}"), "swap rejected; the old guest keeps serving");
+                self.status.lock().expect("status").last_error =
+                    Some(format!("swap rejected: {e:#}"));
+                return Err(e);
+            }
+        };
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send(Command::Swap(plugin, tx))
+            .send(Command::Swap(Box::new(prepared), tx))
             .map_err(|_| anyhow!("instance is stopped"))?;
         rx.await
             .map_err(|_| anyhow!("instance stopped during swap"))?
@@ -190,6 +220,7 @@ pub fn start(
         outbound: Mutex::default(),
         timers: Mutex::default(),
         commands,
+        engine: runtime.engine.clone(),
         metrics: InstanceMetrics::default(),
         runtime: handle,
         client,
@@ -269,8 +300,8 @@ impl Actor {
             };
             match command {
                 Command::Shutdown => return,
-                Command::Swap(plugin, done) => {
-                    let _ = done.send(self.swap(plugin));
+                Command::Swap(prepared, done) => {
+                    let _ = done.send(self.swap(*prepared));
                 }
                 Command::Event(first) => {
                     let mut batch = vec![first];
@@ -302,7 +333,8 @@ impl Actor {
             return;
         }
         let single = batch.len() == 1;
-        match self.call(batch.clone()) {
+        // Lent, not cloned: the batch is only needed again when it has to be retried.
+        match self.call(&batch) {
             Outcome::Committed => {}
             Outcome::Refused(reason) if single => {
                 tracing::warn!(instance = %self.ctx.config.name, %reason, "guest refused an event; discarded");
@@ -331,7 +363,7 @@ impl Actor {
             if !self.ensure_live() {
                 break;
             }
-            match self.call(vec![event.clone()]) {
+            match self.call(std::slice::from_ref(&event)) {
                 Outcome::Committed => return,
                 Outcome::Refused(reason) => {
                     tracing::warn!(instance = %self.ctx.config.name, %reason, "guest refused an event; discarded");
@@ -377,27 +409,7 @@ impl Actor {
     }
 
     fn instantiate(&self, plugin: &Plugin) -> Result<Live> {
-        let config = &self.ctx.config;
-        let memory = usize::try_from(config.memory_limit_mb << 20).unwrap_or(usize::MAX);
-        let mut store = Store::new(
-            &self.runtime.engine,
-            GuestState::new(self.ctx.clone(), memory),
-        );
-        store.limiter(|state| &mut state.limits);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(self.deadline_ticks());
-        let guest = plugin.pre.instantiate(&mut store)?;
-        let api = guest.connector_host_guest().call_api_version(&mut store)?;
-        if !api_compatible(&api) {
-            bail!("guest speaks contract {api}, this host serves 0.1.x");
-        }
-        store.set_epoch_deadline(self.deadline_ticks());
-        let version = guest.connector_host_guest().call_version(&mut store)?;
-        Ok(Live {
-            store,
-            guest,
-            version,
-        })
+        instantiate(&self.runtime.engine, &self.ctx, plugin)
     }
 
     fn instantiate_and_init(&mut self, info: InitInfo) -> Result<Live> {
@@ -410,13 +422,14 @@ impl Actor {
             wasm_sha256: plugin.wasm_sha256.clone(),
             state: "running".into(),
             last_error: None,
+            last_switch_us: None,
         };
         Ok(live)
     }
 
     fn init(&mut self, live: &mut Live, info: InitInfo) -> Result<()> {
         let reason = format!("{:?}", info.reason);
-        match self.call_on(live, vec![Event::Init(info)]) {
+        match self.call_on(live, &[Event::Init(info)]) {
             Outcome::Committed => {
                 tracing::info!(instance = %self.ctx.config.name, version = %live.version, %reason, "guest initialised");
                 Ok(())
@@ -427,11 +440,11 @@ impl Actor {
     }
 
     fn deadline_ticks(&self) -> u64 {
-        (self.ctx.config.event_deadline_ms / EPOCH_TICK.as_millis() as u64).max(1)
+        deadline_ticks(&self.ctx.config)
     }
 
     /// Runs a batch on the live guest; a trap drops the guest.
-    fn call(&mut self, events: Vec<Event>) -> Outcome {
+    fn call(&mut self, events: &[Event]) -> Outcome {
         let mut live = self.live.take().expect("live guest");
         let outcome = self.call_on(&mut live, events);
         if !matches!(outcome, Outcome::Trapped(_)) {
@@ -440,7 +453,7 @@ impl Actor {
         outcome
     }
 
-    fn call_on(&self, live: &mut Live, events: Vec<Event>) -> Outcome {
+    fn call_on(&self, live: &mut Live, events: &[Event]) -> Outcome {
         let metrics = &self.ctx.metrics;
         metrics
             .events
@@ -453,7 +466,7 @@ impl Actor {
         let result = live
             .guest
             .connector_host_guest()
-            .call_handle(&mut live.store, &events);
+            .call_handle(&mut live.store, events);
         let tx = std::mem::take(&mut live.store.data_mut().tx);
         match result {
             Ok(Ok(())) => match self.commit(tx) {
@@ -494,11 +507,15 @@ impl Actor {
         Ok(())
     }
 
-    fn swap(&mut self, plugin: Arc<Plugin>) -> Result<String> {
+    fn swap(&mut self, prepared: Prepared) -> Result<String> {
+        let started = Instant::now();
+        let Prepared {
+            live: mut new,
+            plugin,
+        } = prepared;
         let name = self.ctx.config.name.clone();
         let ticks = self.deadline_ticks();
         let result = (|| {
-            let mut new = self.instantiate(&plugin)?;
             let (from_version, snapshot) = match self.live.as_mut() {
                 Some(old) => {
                     old.store.set_epoch_deadline(ticks);
@@ -530,7 +547,11 @@ impl Actor {
                 tracing::info!(instance = %name, from = from_version.as_deref().unwrap_or("-"), to = %new.version, "guest swapped");
                 let version = new.version.clone();
                 self.last_version = Some(version.clone());
-                self.live = Some(new);
+                // The old store is released off the actor: freeing its memory is no part of
+                // the switch.
+                if let Some(old) = self.live.replace(new) {
+                    self.ctx.runtime.spawn_blocking(move || drop(old));
+                }
                 self.plugin = plugin.clone();
                 self.ctx
                     .metrics
@@ -541,6 +562,7 @@ impl Actor {
                     wasm_sha256: plugin.wasm_sha256.clone(),
                     state: "running".into(),
                     last_error: None,
+                    last_switch_us: Some(started.elapsed().as_micros() as u64),
                 };
                 Ok(version)
             }
@@ -580,6 +602,37 @@ impl Actor {
         status.state = state.into();
         status.last_error = error;
     }
+}
+
+/// Epoch ticks an event may run before it traps.
+fn deadline_ticks(config: &InstanceConfig) -> u64 {
+    (config.event_deadline_ms / EPOCH_TICK.as_millis() as u64).max(1)
+}
+
+/// A fresh guest of `plugin` for `ctx`, its contract version checked and its `version()` read.
+fn instantiate(
+    engine: &wasmtime::Engine,
+    ctx: &Arc<InstanceContext>,
+    plugin: &Plugin,
+) -> Result<Live> {
+    let config = &ctx.config;
+    let memory = usize::try_from(config.memory_limit_mb << 20).unwrap_or(usize::MAX);
+    let mut store = Store::new(engine, GuestState::new(ctx.clone(), memory));
+    store.limiter(|state| &mut state.limits);
+    store.epoch_deadline_trap();
+    store.set_epoch_deadline(deadline_ticks(config));
+    let guest = plugin.pre.instantiate(&mut store)?;
+    let api = guest.connector_host_guest().call_api_version(&mut store)?;
+    if !api_compatible(&api) {
+        bail!("guest speaks contract {api}, this host serves 0.1.x");
+    }
+    store.set_epoch_deadline(deadline_ticks(config));
+    let version = guest.connector_host_guest().call_version(&mut store)?;
+    Ok(Live {
+        store,
+        guest,
+        version,
+    })
 }
 
 /// An inbound request whose event failed gets a 500 at once instead of waiting for the deadline.

@@ -90,9 +90,10 @@ pub async fn measure(plan: &Plan) -> Result<Vec<Row>> {
             "<= 10 ms",
             worst <= Duration::from_millis(10),
             &format!(
-                "longest wait (scheduled send -> answer) of an event overlapping the swap; worst wait without a swap in the same rounds: {}; reload (compile + swap): {}; open loop at {} /s, test guest `/count`, v1 -> v2 -> v1 -> v2",
+                "longest wait (scheduled send -> answer) of an event overlapping the swap; worst wait without a swap in the same rounds: {}; reload (compile + instantiate off the actor + switch): {}; of it the switch on the actor (old snapshot, new init + commit; events wait only here): {}; open loop at {} /s, test guest `/count`, v1 -> v2 -> v1 -> v2",
                 list(|r| r.steady),
                 list(|r| r.reload),
+                list(|r| r.switch),
                 thousands(f64::from(rate))
             ),
         ),
@@ -113,6 +114,8 @@ struct Round {
     pause: Duration,
     steady: Duration,
     reload: Duration,
+    /// Time the actor held events back (snapshot, `init`, commit), as the host reports it.
+    switch: Duration,
     sent: u64,
     answered: u64,
 }
@@ -137,6 +140,11 @@ async fn swap_round(
     let swap_start = Instant::now();
     host.reload("t").await.context("reload")?;
     let swap_end = Instant::now();
+    let switch = host
+        .instance("t")
+        .and_then(|ctx| ctx.status.lock().expect("status").last_switch_us)
+        .map(Duration::from_micros)
+        .context("the host reports no switch time after a swap")?;
     let samples = load.await??;
     let pause = samples
         .iter()
@@ -154,6 +162,7 @@ async fn swap_round(
         pause,
         steady,
         reload: swap_end - swap_start,
+        switch,
         sent: samples.len() as u64,
         answered: samples.iter().filter(|s| s.ok).count() as u64,
     })
