@@ -172,7 +172,9 @@ impl RsaPrivateKey {
         Ok(plain.to_vec())
     }
 
-    /// Decrypts a batch, spreading chunks over the available cores; results keep input order.
+    /// Decrypts a batch on all cores; results keep input order. The calling thread works too,
+    /// and every thread takes the next undone item rather than a fixed share, so a core that is
+    /// busy with something else only slows its own items, not a whole half of the batch.
     pub fn decrypt_batch(&self, sha256: bool, ciphertexts: &[Vec<u8>]) -> Vec<Result<Vec<u8>>> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         // Below a few items the thread start-up costs more than it saves.
@@ -182,23 +184,35 @@ impl RsaPrivateKey {
                 .map(|c| self.decrypt(sha256, c))
                 .collect();
         }
-        let chunk = ciphertexts.len().div_ceil(threads);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let work = || {
+            let mut done = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(c) = ciphertexts.get(i) else {
+                    return done;
+                };
+                done.push((i, self.decrypt(sha256, c)));
+            }
+        };
+        let mut results: Vec<Option<Result<Vec<u8>>>> = Vec::new();
+        results.resize_with(ciphertexts.len(), || None);
         std::thread::scope(|scope| {
-            let handles: Vec<_> = ciphertexts
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|c| self.decrypt(sha256, c))
-                            .collect::<Vec<_>>()
-                    })
-                })
+            let helpers: Vec<_> = (1..threads.min(ciphertexts.len()))
+                .map(|_| scope.spawn(work))
                 .collect();
-            handles
+            let mine = work();
+            let theirs = helpers
                 .into_iter()
-                .flat_map(|h| h.join().expect("decrypt worker panicked"))
-                .collect()
-        })
+                .flat_map(|h| h.join().expect("decrypt worker panicked"));
+            for (i, r) in mine.into_iter().chain(theirs) {
+                results[i] = Some(r);
+            }
+        });
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(anyhow!("not decrypted"))))
+            .collect()
     }
 
     /// RSASSA-PKCS1-v1_5 SHA-256.
@@ -280,6 +294,33 @@ impl KeyCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_decryption_keeps_order_and_reports_bad_items() {
+        let pkcs8 = generate_rsa(2048).unwrap();
+        let key = RsaPrivateKey::from_pkcs8(&pkcs8).unwrap();
+        let public =
+            aws_lc_rs::rsa::PublicEncryptingKey::from_der(&key.public_key_der().unwrap()).unwrap();
+        let public = aws_lc_rs::rsa::OaepPublicEncryptingKey::new(public).unwrap();
+        let mut ciphertexts: Vec<Vec<u8>> = (0..37u8)
+            .map(|i| {
+                let mut out = vec![0u8; public.ciphertext_size()];
+                public
+                    .encrypt(&OAEP_SHA1_MGF1SHA1, &[i; 32], &mut out, None)
+                    .unwrap()
+                    .to_vec()
+            })
+            .collect();
+        ciphertexts[5] = vec![1u8; 256];
+        let plain = key.decrypt_batch(false, &ciphertexts);
+        assert_eq!(plain.len(), 37);
+        for (i, p) in plain.iter().enumerate() {
+            match i {
+                5 => assert!(p.is_err(), "a forged key must fail"),
+                _ => assert_eq!(p.as_ref().unwrap(), &vec![i as u8; 32]),
+            }
+        }
+    }
 
     #[test]
     fn seal_roundtrip_and_tamper() {
