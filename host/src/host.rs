@@ -43,15 +43,31 @@ impl Plugins {
     }
 
     async fn load(&self, plugin: &str) -> Result<Arc<Plugin>> {
+        self.load_with(plugin, None).await
+    }
+
+    /// Loads `plugin`; with `compile_threads`, a compile runs on that many threads only.
+    async fn load_with(&self, plugin: &str, compile_threads: Option<usize>) -> Result<Arc<Plugin>> {
         let path = self.path(plugin);
         let runtime = self.runtime.clone();
         tokio::task::spawn_blocking(move || {
             let wasm =
                 std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            runtime
-                .load(&wasm)
-                .with_context(|| format!("loading {}", path.display()))
-                .map(Arc::new)
+            let load = || {
+                runtime
+                    .load(&wasm)
+                    .with_context(|| format!("loading {}", path.display()))
+                    .map(Arc::new)
+            };
+            match compile_threads {
+                Some(n) => rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .thread_name(|i| format!("compile-{i}"))
+                    .build()
+                    .context("starting the compile thread")?
+                    .install(load),
+                None => load(),
+            }
         })
         .await?
     }
@@ -61,7 +77,9 @@ impl Plugins {
         let Some(ctx) = self.instances.get(instance) else {
             bail!("no instance named {instance:?}");
         };
-        let plugin = match self.load(&ctx.config.plugin).await {
+        // Guests keep serving while the new one compiles: one compile thread leaves them the
+        // other cores (a start-up compile, with nothing to serve yet, uses them all).
+        let plugin = match self.load_with(&ctx.config.plugin, Some(1)).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(instance, error = %format!("{e:#}"), "new component rejected; the old guest keeps serving");
