@@ -687,3 +687,62 @@ fn instances_row(sizes: &Sizes, points: &[InstancesPoint]) -> Row {
         ),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instances(k: usize, p50_us: u64, rss_mib: u64) -> InstancesPoint {
+        InstancesPoint {
+            instances: k,
+            answered: 100,
+            window: Duration::from_secs(2),
+            p50: Duration::from_micros(p50_us),
+            p99: Duration::from_micros(p50_us * 10),
+            max: Duration::from_micros(p50_us * 20),
+            cpu: Duration::from_micros(200),
+            rss: rss_mib << 20,
+        }
+    }
+
+    fn users(n: usize, cpu_us: u64) -> UsersPoint {
+        UsersPoint {
+            users: n,
+            cpu: Duration::from_micros(cpu_us),
+            wall: Duration::from_micros(cpu_us * 2),
+        }
+    }
+
+    #[test]
+    fn the_last_point_before_the_median_doubles_is_the_figure() {
+        let points = [
+            instances(1, 600, 100),
+            instances(64, 1_100, 163),
+            instances(128, 1_300, 227),
+        ];
+        let row = instances_row(&Sizes::smoke(), &points[..2]);
+        assert_eq!(
+            row.measured,
+            "> 64 instances (largest measured: p50 x1.83 of 1); RSS +1.0 MiB per instance"
+        );
+        let row = instances_row(&Sizes::smoke(), &points);
+        assert_eq!(
+            row.measured,
+            "64 instances (p50 x2.17 at 128); RSS +1.0 MiB per instance"
+        );
+    }
+
+    #[test]
+    fn users_per_instance_reports_where_the_cost_per_event_doubles() {
+        let row = users_row(
+            &Sizes::smoke(),
+            &[users(1_000, 20), users(10_000, 30), users(50_000, 41)],
+        );
+        assert_eq!(row.measured, "10,000 users (x2.05 at 50,000)");
+        let row = users_row(&Sizes::smoke(), &[users(1_000, 20), users(10_000, 26)]);
+        assert_eq!(
+            row.measured,
+            "> 10,000 users (largest measured: x1.30 of 1,000)"
+        );
+    }
+}
