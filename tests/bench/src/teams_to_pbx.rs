@@ -677,8 +677,9 @@ pub fn measure(sizes: Sizes, rsa_bound: Option<f64>) -> Vec<Row> {
                 ">= 50,000 /s",
                 rate >= 50_000.0,
                 &format!(
-                    "same users and rounds, {} changes; plain POSTs of 100 items (no crypto), {CONCURRENT_POSTS} in flight, so the connector reads them with getPresencesByUserId before SetPresence; first POST -> last SetPresence at the fake PBX (its log's clock); every frame counted and every final state checked",
-                    thousands(changes as f64)
+                    "same users and rounds, {} changes; plain POSTs of 100 items (no crypto), {CONCURRENT_POSTS} in flight, so the connector reads them with getPresencesByUserId before SetPresence; first POST -> last SetPresence at the fake PBX (its log's clock); every frame counted and every final state checked; {}",
+                    thousands(changes as f64),
+                    cpu_per_post(&measured.cpu, changes)
                 ),
             ))
         })();
