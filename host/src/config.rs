@@ -39,6 +39,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Inbound requests not answered by the guest within this time get a 504.
     pub response_deadline_ms: u64,
+    /// Inbound requests one instance may hold unanswered; more get a 503 with `Retry-After`
+    /// (so a flood cannot grow the queue without bound: at most this many bodies wait).
+    pub max_pending_requests: usize,
 }
 
 /// `[storage]`.
@@ -113,6 +116,7 @@ struct RawServer {
     control: Option<String>,
     max_body_bytes: Option<usize>,
     response_deadline_ms: Option<u64>,
+    max_pending_requests: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -182,6 +186,7 @@ impl HostConfig {
                 .context("server.control")?,
             max_body_bytes: raw.server.max_body_bytes.unwrap_or(4 << 20),
             response_deadline_ms: raw.server.response_deadline_ms.unwrap_or(30_000),
+            max_pending_requests: raw.server.max_pending_requests.unwrap_or(4_096),
         };
         if server.tls_cert.is_some() != server.tls_key.is_some() {
             bail!("server.tls_cert and server.tls_key must be given together");

@@ -164,6 +164,7 @@ impl Host {
             instances: routes,
             max_body_bytes: config.server.max_body_bytes,
             response_deadline: Duration::from_millis(config.server.response_deadline_ms),
+            max_pending_requests: config.server.max_pending_requests,
         });
         let has_tls = tls.is_some();
         let tasks = vec![

@@ -33,6 +33,8 @@ pub struct Routes {
     pub max_body_bytes: usize,
     /// Deadline for the guest's answer.
     pub response_deadline: Duration,
+    /// Unanswered inbound requests per instance beyond which new ones get a 503.
+    pub max_pending_requests: usize,
 }
 
 /// Loads a rustls server config from PEM files.
@@ -188,7 +190,16 @@ async fn handle(
     };
     let id = ctx.next_id();
     let (tx, rx) = oneshot::channel();
-    ctx.pending_inbound.lock().expect("inbound").insert(id, tx);
+    {
+        let mut pending = ctx.pending_inbound.lock().expect("inbound");
+        if pending.len() >= routes.max_pending_requests {
+            // Webhook senders retry a 503 after Retry-After; nothing is lost, and the queue
+            // (and the bodies it holds) stays bounded while the guest catches up.
+            drop(pending);
+            return busy();
+        }
+        pending.insert(id, tx);
+    }
     ctx.deliver(Event::HttpRequest((
         id,
         InboundRequest {
@@ -214,6 +225,18 @@ async fn handle(
             )
         }
     }
+}
+
+fn busy() -> Response<Full<Bytes>> {
+    let mut resp = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the instance has too many requests waiting; retry later\n".to_string(),
+    );
+    resp.headers_mut().insert(
+        hyper::header::RETRY_AFTER,
+        hyper::header::HeaderValue::from_static("1"),
+    );
+    resp
 }
 
 fn too_large(limit: usize) -> Response<Full<Bytes>> {

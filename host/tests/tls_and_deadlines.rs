@@ -144,3 +144,34 @@ async fn unanswered_requests_get_504_and_slow_upstreams_time_out() {
     // The late completion of the abandoned request does not disturb the instance.
     assert_eq!(get(&h.t("/hello")).await.0, 200);
 }
+
+/// More unanswered requests than `max_pending_requests` get a 503 with `Retry-After` at once
+/// (the queue and the bodies it holds stay bounded); the waiting ones are answered normally and
+/// the instance serves again once they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_waiting_requests_get_503_with_retry_after() {
+    let h = TestHost::start_with(fresh_dir("pending"), "max_pending_requests = 3").await;
+    let slow: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(get_owned(h.t("/timer?ms=1500"))))
+        .collect();
+    // The three timers are pending once the guest has seen them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<Bytes>>();
+    let resp = client.get(h.t("/hello").parse().unwrap()).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(
+        resp.headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
+        Some("1")
+    );
+    for s in slow {
+        assert_eq!(s.await.unwrap().0, 200);
+    }
+    assert_eq!(get(&h.t("/hello")).await.0, 200);
+}
+
+async fn get_owned(url: String) -> (u16, String) {
+    get(&url).await
+}
