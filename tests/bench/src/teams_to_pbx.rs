@@ -133,6 +133,10 @@ fn target(stack: &Stack, persons: &[Person], rich: bool) -> Result<Target> {
         &format!("/subscriptions/{sub_id}/outage"),
         Some(json!({"on": true})),
     )?;
+    // The connector re-reads every user once the subscription exists (changes before it were
+    // never notified); the bench's own changes must come after that read, or their frames
+    // arrive before the PBX log is cleared.
+    stack.wait_for_presence_reads()?;
     let cert = if rich {
         let requests = stack.m365().requests()?;
         let body = requests
