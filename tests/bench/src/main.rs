@@ -75,6 +75,7 @@ async fn only(args: &[String]) -> Vec<Row> {
     let result = tokio::task::spawn_blocking(move || match what.as_str() {
         "pbx-to-teams" => bench::pbx_to_teams::measure((users, changes)),
         "restart" => bench::restart_recovery::measure(users),
+        "memory" => bench::memory::measure((users, changes)),
         "teams-to-pbx" => Ok(bench::teams_to_pbx::measure(
             bench::teams_to_pbx::Sizes {
                 users,

@@ -1,13 +1,14 @@
 //! Memory: resident size (`VmRSS` of the apphost *process*) once the connector holds N synced
-//! users. Today the guest holds users replicated from the PBX (the fake PBX, over its real
-//! AppWebsocket, through the e2e harness); Teams-side user state is not synced yet, so the
-//! figure covers PBX users only. Bytes per user = the RSS difference between the two sizes
-//! divided by the user difference, which removes the fixed cost of the host and the engine.
+//! users: the same people in the fake tenant and the fake PBX (half on a slave), replicated from
+//! the PBX, read from Entra, matched, and watched by presence subscriptions of 650 users per
+//! Teams account. Bytes per user = the RSS difference between the two sizes divided by the user
+//! difference, which removes the fixed cost of the host and the engine.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use e2e::{PbxOptions, Stack, StackOptions};
+use e2e::Stack;
+use e2e::people::{people, synced_stack};
 
 use crate::table::{Row, thousands};
 
@@ -48,29 +49,37 @@ pub fn vm_rss(pid: u32) -> Result<u64> {
     Ok(kb * 1024)
 }
 
-/// RSS of the host holding `users` replicated users, and how long replication took.
+/// RSS of the host holding `users` synced users, and how long syncing took.
 fn rss_with_users(users: usize) -> Result<(u64, Duration)> {
-    let stack = Stack::start(StackOptions {
-        pbx: Some(PbxOptions {
-            users,
-            ..Default::default()
-        }),
-        log_filter: "warn".into(),
-        ..Default::default()
-    })?;
+    let persons = people(users, 77);
+    let accounts = users.div_ceil(crate::restart_recovery::PER_ACCOUNT);
+    let mut options = synced_stack(
+        &persons,
+        (1..=accounts)
+            .map(crate::restart_recovery::account)
+            .collect(),
+    );
+    options.log_filter = "warn".into();
+    let stack = Stack::start(options)?;
+    let result = measure_synced(&stack, users);
+    stack.note(result)
+}
+
+fn measure_synced(stack: &Stack, users: usize) -> Result<(u64, Duration)> {
     let t = Instant::now();
     let deadline = t + Duration::from_secs(300);
     loop {
-        let st = stack.connector().status()?;
-        if st
-            .logged_in("master")
-            .is_some_and(|c| c.users == users as u64)
-        {
+        let st = stack.connector().status_json()?;
+        let watched: u64 = st["presence"]["subscriptions"]
+            .as_array()
+            .map(|subs| subs.iter().filter_map(|s| s["users"].as_u64()).sum())
+            .unwrap_or(0);
+        if watched == users as u64 {
             break;
         }
         stack.check_running()?;
         if Instant::now() > deadline {
-            bail!("{users} users not replicated within 300 s: {st:?}");
+            bail!("{users} users not synced within 300 s ({watched} watched)");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -87,7 +96,7 @@ pub fn measure((small, large): (usize, usize)) -> Result<Vec<Row>> {
     let (rss_large, t_large) = rss_with_users(large)?;
     let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0));
     let per_user = rss_large.saturating_sub(rss_small) as f64 / (large - small) as f64;
-    let how = "apphost process VmRSS after the fake PBX's user table is fully replicated (PBX users only: Teams user sync not landed)";
+    let how = "apphost process VmRSS once every user is synced: replicated from the fake PBX (master and slave), read from the fake Entra, matched, and watched by presence subscriptions (650 per Teams account); 1 s later";
     Ok(vec![
         Row::info(
             &format!(
@@ -96,7 +105,7 @@ pub fn measure((small, large): (usize, usize)) -> Result<Vec<Row>> {
             ),
             mib(rss_small),
             "—",
-            &format!("{how}; replication took {:.1} s", t_small.as_secs_f64()),
+            &format!("{how}; syncing took {:.1} s", t_small.as_secs_f64()),
         ),
         Row::info(
             &format!(
@@ -105,7 +114,7 @@ pub fn measure((small, large): (usize, usize)) -> Result<Vec<Row>> {
             ),
             mib(rss_large),
             "—",
-            &format!("{how}; replication took {:.1} s", t_large.as_secs_f64()),
+            &format!("{how}; syncing took {:.1} s", t_large.as_secs_f64()),
         ),
         Row::check(
             "memory: bytes per synced user",

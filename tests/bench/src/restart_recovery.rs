@@ -17,9 +17,10 @@ use e2e::{Stack, TeamsAccount};
 use crate::table::{Row, thousands};
 
 /// Users per presence subscription (and so per Teams account), graph.md.
-const PER_ACCOUNT: usize = 650;
+pub const PER_ACCOUNT: usize = 650;
 
-fn account(n: usize) -> TeamsAccount {
+/// Teams account `n` (`teams<n>`), a password account of the fake tenant.
+pub fn account(n: usize) -> TeamsAccount {
     TeamsAccount::Password {
         name: format!("teams{n}"),
         username: format!("teams.sync{n}@contoso.onmicrosoft.com"),
