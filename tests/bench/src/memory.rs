@@ -86,7 +86,7 @@ fn measure_synced(stack: &Stack, users: usize) -> Result<(u64, Duration)> {
     let took = t.elapsed();
     // Let the host finish committing and freeing the replication's transient buffers.
     std::thread::sleep(Duration::from_secs(1));
-    let rss = vm_rss(host_pid(&stack)?)?;
+    let rss = vm_rss(host_pid(stack)?)?;
     Ok((rss, took))
 }
 
