@@ -344,10 +344,13 @@ impl Stack {
     /// creating a subscription. Until then a read may write a Teams change into the PBX before
     /// its notification arrives, so a test counting one `SetPresence` per change waits first.
     pub fn wait_for_presence_reads(&self) -> Result<()> {
-        self.wait_until("no presence read due or in flight (connector /status)", |s| {
-            let st = s.connector().status_json()?;
-            Ok((st["presence"]["reads"]["idle"] == true).then_some(()))
-        })
+        self.wait_until(
+            "no presence read due or in flight (connector /status)",
+            |s| {
+                let st = s.connector().status_json()?;
+                Ok((st["presence"]["reads"]["idle"] == true).then_some(()))
+            },
+        )
     }
 
     /// Master and slave names of the configured PBX.
