@@ -1,9 +1,5 @@
-//! Figures that cannot be measured yet: the feature is missing, or it landed but the end-to-end
-//! driver is not written. Each is printed as "not measurable yet" with what it needs, never
-//! estimated. When a feature lands, replace its
-//! entry here by a module that measures it (the e2e `Stack` with fake Microsoft 365 posting
-//! notifications and the fake PBX observing `SetPresence` is the intended driver), keeping the
-//! row's place and target.
+//! Rows a plan skips (the smoke test does not start the whole stack): printed as "not run in
+//! this plan" with their targets, never estimated.
 
 use crate::table::{Row, thousands};
 
@@ -33,13 +29,4 @@ pub fn teams_to_pbx(rsa_bound: Option<f64>) -> Vec<Row> {
             note,
         ),
     ]
-}
-
-/// Rows after restart recovery (issue 10, item 10).
-pub fn after_memory() -> Vec<Row> {
-    vec![Row::missing(
-        "scale: users per instance, instances per host before a figure degrades 2x",
-        "—",
-        "the presence rows above (scale is measured against them)",
-    )]
 }

@@ -57,17 +57,6 @@ impl Row {
         }
     }
 
-    /// A figure that needs a feature that has not landed.
-    pub fn missing(figure: &str, target: &str, feature: &str) -> Row {
-        Row {
-            figure: figure.into(),
-            measured: "not measurable yet (feature missing)".into(),
-            target: target.into(),
-            verdict: Verdict::None,
-            note: format!("needs {feature}"),
-        }
-    }
-
     /// A figure whose feature exists but whose driver (or end-to-end path) is not ready; the
     /// note says what is missing.
     pub fn not_yet(figure: &str, target: &str, note: &str) -> Row {
