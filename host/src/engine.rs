@@ -42,6 +42,22 @@ pub struct Plugin {
 }
 
 impl Runtime {
+    /// [`Runtime::new`] sized for `config`: the largest memory cap of its instances and room
+    /// for all of them, with compiled artifacts cached in `cache_dir`.
+    pub fn for_config(cache_dir: &Path, config: &crate::config::HostConfig) -> Result<Self> {
+        let max_memory_mb = config
+            .instances
+            .iter()
+            .map(|i| i.memory_limit_mb)
+            .max()
+            .unwrap_or(64);
+        Self::new(
+            cache_dir,
+            usize::try_from(max_memory_mb << 20)?,
+            config.instances.len(),
+        )
+    }
+
     /// Builds the engine and linker and starts the epoch ticker.
     pub fn new(cache_dir: &Path, max_memory_bytes: usize, instances: usize) -> Result<Self> {
         std::fs::create_dir_all(cache_dir)

@@ -101,16 +101,9 @@ impl Host {
             .path(config.storage.data_dir.join("kv"))
             .open()
             .context("opening the sled database")?;
-        let max_memory = config
-            .instances
-            .iter()
-            .map(|i| i.memory_limit_mb)
-            .max()
-            .unwrap_or(64);
-        let runtime = Arc::new(Runtime::new(
+        let runtime = Arc::new(Runtime::for_config(
             &config.storage.data_dir.join("compiled"),
-            usize::try_from(max_memory << 20)?,
-            config.instances.len(),
+            &config,
         )?);
         let mut plugins = Plugins {
             runtime: runtime.clone(),

@@ -75,18 +75,8 @@ fn run() -> Result<()> {
 /// the data directory.
 fn check_plugins(config: &apphost::config::HostConfig) -> Result<()> {
     let scratch = std::env::temp_dir().join(format!("apphost-check-{}", std::process::id()));
-    let max_memory = config
-        .instances
-        .iter()
-        .map(|i| i.memory_limit_mb)
-        .max()
-        .unwrap_or(64);
     let result = (|| {
-        let runtime = apphost::engine::Runtime::new(
-            &scratch,
-            usize::try_from(max_memory << 20)?,
-            config.instances.len(),
-        )?;
+        let runtime = apphost::engine::Runtime::for_config(&scratch, config)?;
         let mut checked = std::collections::HashSet::new();
         for i in &config.instances {
             let plugin = config.plugins_dir.join(format!("{}.wasm", i.plugin));
