@@ -15,9 +15,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use apphost::bindings::{Event, WsDirection, WsFrame, WsOpen};
+use apphost::bindings::{Event, WsFrame};
 use apphost::instance::GUEST_KV_PREFIX;
-use apphost::instance::WsHandle;
 use apphost::kv::{KvStore, SledStore};
 use apphost::transaction::Transaction;
 use apphost::ws_conn::WsCommand;
@@ -237,23 +236,7 @@ async fn drive(host: &apphost::Host, rows: u32) -> Result<Hosted> {
     let ctx = host.instance(INSTANCE).context("instance missing")?;
     let (setup, frames) = replication_frames(rows);
     // A WebSocket without a socket: the guest's frames arrive on our channel.
-    let id = ctx.next_id();
-    let open = WsOpen {
-        id,
-        direction: WsDirection::Inbound,
-        path: "/".into(),
-        headers: vec![],
-        peer: "bench".into(),
-    };
-    let (commands, mut sent) = tokio::sync::mpsc::unbounded_channel();
-    ctx.websockets.lock().expect("websockets").insert(
-        id,
-        WsHandle {
-            commands,
-            open: open.clone(),
-        },
-    );
-    ctx.deliver(Event::WsOpen(open));
+    let (id, mut sent) = hosted::open_socketless_websocket(&ctx);
     let text = |t: String| Event::WsMessage((id, WsFrame::Text(t)));
     ctx.deliver(text(r#"{"mt":"AppChallenge"}"#.into()));
     let challenge = tokio::time::timeout(Duration::from_secs(10), async {

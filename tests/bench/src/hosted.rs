@@ -100,3 +100,32 @@ pub async fn start(config: &Path) -> Result<apphost::Host> {
 pub async fn stop(host: apphost::Host) {
     let _ = tokio::time::timeout(Duration::from_secs(10), host.shutdown()).await;
 }
+
+/// Opens an inbound WebSocket to `ctx`'s guest without a socket, as a PBX dialling in would:
+/// returns its id and the channel on which the guest's frames and close arrive.
+pub fn open_socketless_websocket(
+    ctx: &apphost::instance::InstanceContext,
+) -> (
+    u64,
+    tokio::sync::mpsc::UnboundedReceiver<apphost::ws_conn::WsCommand>,
+) {
+    use apphost::bindings::{Event, WsDirection, WsOpen};
+    let id = ctx.next_id();
+    let open = WsOpen {
+        id,
+        direction: WsDirection::Inbound,
+        path: "/".into(),
+        headers: vec![],
+        peer: "bench".into(),
+    };
+    let (commands, sent) = tokio::sync::mpsc::unbounded_channel();
+    ctx.websockets.lock().expect("websockets").insert(
+        id,
+        apphost::instance::WsHandle {
+            commands,
+            open: open.clone(),
+        },
+    );
+    ctx.deliver(Event::WsOpen(open));
+    (id, sent)
+}

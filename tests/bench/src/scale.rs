@@ -29,8 +29,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use apphost::bindings::{Event, WsDirection, WsFrame, WsOpen};
-use apphost::instance::{InstanceContext, WsHandle};
+use apphost::bindings::{Event, WsFrame};
+use apphost::instance::InstanceContext;
 use apphost::ws_conn::WsCommand;
 use microsoft365::pbx::login::digest;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -143,23 +143,7 @@ impl PbxLink {
     /// Opens the connection and logs in as the PBX would.
     async fn login(host: &apphost::Host, name: &str) -> Result<PbxLink> {
         let ctx = host.instance(name).context("instance missing")?;
-        let id = ctx.next_id();
-        let open = WsOpen {
-            id,
-            direction: WsDirection::Inbound,
-            path: "/".into(),
-            headers: vec![],
-            peer: "bench".into(),
-        };
-        let (commands, mut sent) = tokio::sync::mpsc::unbounded_channel();
-        ctx.websockets.lock().expect("websockets").insert(
-            id,
-            WsHandle {
-                commands,
-                open: open.clone(),
-            },
-        );
-        ctx.deliver(Event::WsOpen(open));
+        let (id, mut sent) = hosted::open_socketless_websocket(&ctx);
         let link = |sent| PbxLink {
             name: name.to_string(),
             ctx: ctx.clone(),
