@@ -128,11 +128,7 @@ fn target(stack: &Stack, persons: &[Person], rich: bool) -> Result<Target> {
     })?;
     let sub_id = sub["id"].as_str().context("subscription id")?.to_string();
     // No deliveries of the fake's own: only the bench's notifications arrive.
-    stack.m365().call(
-        "POST",
-        &format!("/subscriptions/{sub_id}/outage"),
-        Some(json!({"on": true})),
-    )?;
+    stack.m365().subscription_outage(&sub_id, true)?;
     // The connector re-reads every user once the subscription exists (changes before it were
     // never notified); the bench's own changes must come after that read, or their frames
     // arrive before the PBX log is cleared.

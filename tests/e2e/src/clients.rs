@@ -320,6 +320,16 @@ impl FakeM365 {
         Ok(serde_json::from_value(self.call("GET", "/users", None)?)?)
     }
 
+    /// Switches the fake's own notification deliveries for subscription `id` off (`on`) or back.
+    pub fn subscription_outage(&self, id: &str, on: bool) -> Result<()> {
+        self.call(
+            "POST",
+            &format!("/subscriptions/{id}/outage"),
+            Some(json!({ "on": on })),
+        )
+        .map(drop)
+    }
+
     /// Acts as the user's Teams client.
     pub fn set_teams_presence(&self, user: &str, availability: &str, activity: &str) -> Result<()> {
         self.call(

@@ -74,11 +74,7 @@ fn every_plain_notification_becomes_one_set_presence_after_the_start_up_reads() 
         })?;
         let sub_id = sub["id"].as_str().context("subscription id")?.to_string();
         // Only the notifications posted below arrive (as in the bench).
-        stack.m365().call(
-            "POST",
-            &format!("/subscriptions/{sub_id}/outage"),
-            Some(json!({"on": true})),
-        )?;
+        stack.m365().subscription_outage(&sub_id, true)?;
         // Without this wait the reconciliation that follows the subscription's creation may
         // read (and write to the PBX) the changes made below before their notifications: the
         // bench then waited for frames that had come and gone.
